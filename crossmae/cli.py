@@ -1,0 +1,33 @@
+"""``crossmae <command> [--config FILE] [key=value ...]``: one console entry for every task."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module with main(config, overrides), help)
+COMMANDS = {
+    "pretrain": ("crossmae.pretrain", "pretrain CrossMAE or MAE (no config: the embedded demo)"),
+}
+DEMO_CONFIG = "configs/pretrain/demo.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crossmae", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", help="YAML recipe under configs/")
+        p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.blr=1e-4 model.pred_ratio=0.25")
+    args = parser.parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        module.main(args.config, args.overrides)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"crossmae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""ImageFolder data (the ImageNet layout) that survives corrupt files, and the pretraining transform."""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from pathlib import Path
+
+import torch
+from torchvision import datasets, transforms
+
+logger = logging.getLogger("crossmae")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def pretrain_transform(img_size: int, min_scale: float = 0.2) -> transforms.Compose:
+    """MAE/CrossMAE pretraining augmentation: RandomResizedCrop(0.2-1, bicubic) + flip + normalise."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(img_size, scale=(min_scale, 1.0),
+                                     interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def split_dir(root: str | Path, split: str) -> Path:
+    """``<root>/<split>`` if it exists (the ImageNet layout), else ``root`` itself for split 'train'."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data path {root} does not exist or is not a directory")
+    if (root / split).is_dir():
+        return root / split
+    if split == "train":
+        return root
+    raise FileNotFoundError(f"split {split!r} not found: expected a directory {root / split}")
+
+
+class SafeImageFolder(datasets.ImageFolder):
+    """ImageFolder where an unreadable image is logged with its path and replaced by the next
+    readable one, so a corrupt file cannot stop a multi-day run. ``num_skipped()`` counts them
+    (shared across DataLoader workers)."""
+
+    max_retries = 10
+
+    def __init__(self, root: str | Path, transform=None):
+        root = Path(root)
+        try:
+            super().__init__(str(root), transform=transform)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"no images found under {root}: expected <class>/<image> subfolders "
+                                    f"({e})") from e
+        self._skipped = multiprocessing.get_context("spawn").Value("i", 0)
+
+    def num_skipped(self) -> int:
+        return int(self._skipped.value)
+
+    def __getitem__(self, index: int):
+        for attempt in range(self.max_retries):
+            i = (index + attempt) % len(self.samples)
+            try:
+                return super().__getitem__(i)
+            except Exception as e:  # PIL raises many types for broken files
+                with self._skipped.get_lock():
+                    self._skipped.value += 1
+                logger.warning("skipping unreadable image %s (%s: %s)", self.samples[i][0], type(e).__name__, e)
+        raise RuntimeError(f"{self.max_retries} unreadable images in a row from index {index} in {self.root}")
+
+
+def build_loader(dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int,
+                 shuffle: bool = True, drop_last: bool = True, pin_memory: bool = False, collate_fn=None):
+    """DataLoader over a DistributedSampler (also in one process, so the order is a function of
+    (seed, epoch) whatever the world size)."""
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                                                  seed=seed, drop_last=drop_last)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                                       pin_memory=pin_memory, drop_last=drop_last, collate_fn=collate_fn,
+                                       persistent_workers=False)

@@ -1,0 +1,274 @@
+"""The one training loop. A task supplies a model, a data loader, ``loss_fn(model, batch)`` and,
+optionally, ``evaluate(model) -> metrics``; the loop does the rest: DDP, gradient accumulation,
+mixed precision, clipping, per-step learning rate, logging, evaluation, checkpoints and resume.
+
+Reproducibility: at the start of every epoch the RNGs are seeded from (seed, epoch, rank) and the
+distributed sampler from (seed, epoch), so a run resumed from an epoch checkpoint follows the same
+trajectory as one that never stopped, on every rank.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
+from .distributed import DistInfo, all_reduce_sum
+from .logging import RunLogger
+from .optim import set_lr
+
+logger = logging.getLogger("crossmae")
+
+LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict]"]
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 on GPUs that support it, fp32 elsewhere."""
+    if precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision != "fp32" and device.type != "cuda":
+        logger.warning("precision %s asked for on %s: using fp32", precision, device.type)
+        return "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move tensors in (nested) lists, tuples and dicts to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    s = (seed * 1_000_003 + epoch * 1009 + rank) % (2 ** 31)
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+
+
+class Trainer:
+    def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, train_loader,
+                 lr_schedule: Callable[[int], float], loss_fn: LossFn, epochs: int, output_dir: str | Path,
+                 dist: DistInfo, accum_iter: int = 1, clip_grad: float | None = None, precision: str = "auto",
+                 compile: bool = False, evaluate: Callable[[nn.Module], dict] | None = None, eval_every: int = 1,
+                 best_metric: str | None = None, save_every: int = 1, keep_every: int = 0,
+                 config: dict | None = None, seed: int = 0, log_every: int = 20, find_unused_parameters: bool = False,
+                 tensorboard: bool = True):
+        if accum_iter < 1:
+            raise ValueError(f"accum_iter must be >= 1, got {accum_iter}")
+        self.module = model.to(dist.device)
+        self.dist = dist
+        self.model: nn.Module = self.module
+        if dist.world_size > 1:
+            self.model = DistributedDataParallel(
+                self.module, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+                find_unused_parameters=find_unused_parameters)
+        if compile:
+            self.model = torch.compile(self.model)
+        self.optimizer = optimizer
+        self.loader = train_loader
+        self.lr_schedule = lr_schedule
+        self.loss_fn = loss_fn
+        self.epochs = epochs
+        self.output_dir = Path(output_dir)
+        self.accum_iter = accum_iter
+        self.clip_grad = clip_grad
+        self.precision = resolve_precision(precision, dist.device)
+        self.scaler = torch.amp.GradScaler(dist.device.type, enabled=self.precision == "fp16")
+        self.evaluate = evaluate
+        self.eval_every = eval_every
+        self.best_metric = best_metric
+        self.save_every = save_every
+        self.keep_every = keep_every
+        self.config = config or {}
+        self.seed = seed
+        self.log_every = log_every
+        self.start_epoch = 0
+        self.step = 0  # optimizer steps taken
+        self.best: float | None = None
+        self.last_eval: dict = {}
+        self.run_log = RunLogger(self.output_dir, tensorboard=tensorboard)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self, epoch: int) -> dict:
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "epoch": epoch, "step": self.step, "best": self.best,
+                "config": self.config}
+
+    def save(self, name: str, epoch: int) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.state_dict(epoch), self.output_dir / name)
+
+    def resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path)
+        missing = [k for k in ("model", "optimizer", "epoch") if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"cannot resume from {path}: it lacks {missing} (a weights-only file? "
+                                  f"use it as pretrained weights instead)")
+        self.module.load_state_dict(model_state(ckpt, path))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.step = int(ckpt.get("step", 0))
+        self.best = ckpt.get("best")
+        logger.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.step)
+
+    def auto_resume(self, resume: str | None) -> None:
+        """Resume from ``resume`` if given, else from ``<output_dir>/checkpoint.pth`` if it exists."""
+        latest = self.output_dir / "checkpoint.pth"
+        if resume:
+            self.resume(resume)
+        elif latest.is_file():
+            self.resume(latest)
+
+    # ------------------------------------------------------------------ training
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(len(self.loader), self.accum_iter)
+
+    def _micro_step(self, batch, sync: bool) -> dict:
+        ctx = contextlib.nullcontext() if sync or not isinstance(self.model, DistributedDataParallel) \
+            else self.model.no_sync()
+        with ctx:
+            with autocast(self.precision, self.dist.device):
+                out = self.loss_fn(self.model, batch)
+            loss, metrics = out if isinstance(out, tuple) else (out, {})
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; stopping (the last "
+                                         f"checkpoint is intact). Try a lower lr, clip_grad, or fp32/bf16.")
+            self.scaler.scale(loss / self.accum_iter).backward()
+        return {"loss": loss.detach(), **metrics}
+
+    def _optimizer_step(self) -> float | None:
+        grad_norm = None
+        if self.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_grad))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return grad_norm
+
+    def train_one_epoch(self, epoch: int) -> dict:
+        self.model.train()
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        n_steps = self.steps_per_epoch()
+        totals: dict[str, torch.Tensor] = {}
+        bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.dist.is_main,
+                   dynamic_ncols=True, leave=False)
+        t0, n_samples, micro = time.time(), 0, 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for batch in self.loader:
+            if micro // self.accum_iter >= n_steps:
+                break
+            if micro % self.accum_iter == 0:
+                lr = self.lr_schedule(self.step)
+                set_lr(self.optimizer, lr)
+            batch = to_device(batch, self.dist.device)
+            last_micro = micro % self.accum_iter == self.accum_iter - 1
+            metrics = self._micro_step(batch, sync=last_micro)
+            n_samples += _batch_size(batch)
+            micro += 1
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64).detach().cpu()
+            if not last_micro:
+                continue
+            grad_norm = self._optimizer_step()
+            bar.update(1)
+            if self.step % self.log_every == 0 or micro // self.accum_iter == n_steps:
+                loss = float(metrics["loss"])
+                ips = n_samples * self.dist.world_size / (time.time() - t0)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}")
+                record = {"epoch": epoch + micro / (n_steps * self.accum_iter), "lr": lr, "img_per_s": ips,
+                          **{k: float(v) for k, v in metrics.items()}}
+                if grad_norm is not None:
+                    record["grad_norm"] = grad_norm
+                self.run_log.log_iter(self.step, record)
+        bar.close()
+        # mean over every micro-batch of every rank
+        keys = sorted(totals)
+        stacked = torch.tensor([float(totals[k]) for k in keys] + [float(micro)], dtype=torch.float64,
+                               device=self.dist.device if self.dist.device.type == "cuda" else "cpu")
+        stacked = all_reduce_sum(stacked)
+        means = {f"train_{k}": float(stacked[i] / max(stacked[-1], 1)) for i, k in enumerate(keys)}
+        return {**means, "epoch_time_s": time.time() - t0, "lr": self.lr_schedule(self.step)}
+
+    def fit(self) -> dict:
+        if self.start_epoch >= self.epochs:
+            logger.info("nothing to train: checkpoint is at epoch %d of %d", self.start_epoch, self.epochs)
+        for epoch in range(self.start_epoch, self.epochs):
+            seed_epoch(self.seed, epoch, self.dist.rank)
+            record = self.train_one_epoch(epoch)
+            skipped = getattr(getattr(self.loader, "dataset", None), "num_skipped", None)
+            if callable(skipped):
+                record["skipped_images"] = skipped()
+            last = epoch + 1 == self.epochs
+            if self.evaluate is not None and ((epoch + 1) % self.eval_every == 0 or last):
+                self.last_eval = self.evaluate(self.module)
+                record["eval"] = self.last_eval
+                self._track_best(epoch)
+            if (epoch + 1) % self.save_every == 0 or last:
+                self.save("checkpoint.pth", epoch + 1)
+            if self.keep_every and (epoch + 1) % self.keep_every == 0:
+                self.save(f"checkpoint-{epoch + 1:04d}.pth", epoch + 1)
+            self.run_log.log_epoch(epoch + 1, record)
+            logger.info("epoch %d/%d: %s", epoch + 1, self.epochs, _fmt(record))
+        self.run_log.close()
+        return self.last_eval
+
+    def _track_best(self, epoch: int) -> None:
+        if self.best_metric is None:
+            return
+        if self.best_metric not in self.last_eval:
+            raise KeyError(f"best_metric {self.best_metric!r} not among evaluation results {sorted(self.last_eval)}")
+        value = float(self.last_eval[self.best_metric])
+        if self.best is None or value > self.best:
+            self.best = value
+            self.save("checkpoint-best.pth", epoch + 1)
+            logger.info("new best %s = %.4f at epoch %d", self.best_metric, value, epoch + 1)
+
+
+def _batch_size(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if isinstance(first, torch.Tensor):
+        return first.shape[0]
+    return len(first) if isinstance(first, (list, tuple)) else 1
+
+
+def _fmt(record: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                     if not isinstance(v, dict)) + (f", eval={record['eval']}" if "eval" in record else "")
+
+
+def steps_per_epoch(num_batches: int, accum_iter: int) -> int:
+    """Optimizer steps per epoch; an incomplete accumulation group at the end of an epoch is dropped."""
+    if num_batches < accum_iter:
+        raise ValueError(f"{num_batches} batches per epoch cannot fill one accumulation group of {accum_iter}: "
+                         f"lower the batch size or accum_iter, or add data")
+    return num_batches // accum_iter
+

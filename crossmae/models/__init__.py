@@ -1,0 +1,46 @@
+"""Model factories. ``build_model(name, **kwargs)`` is the one entry point; every
+factory is a plain function whose keyword arguments override the size defaults."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from .crossmae import CrossMAE, PretrainOutput
+from .mae import MAE
+
+# encoder (embed_dim, depth, heads, patch) and decoder (width, heads) per size; the paper's table
+SIZES = {
+    "small": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=256, decoder_num_heads=8),
+    "base": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, decoder_embed_dim=512, decoder_num_heads=16),
+    "large": dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16, decoder_embed_dim=512, decoder_num_heads=16),
+    "huge": dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16, decoder_embed_dim=512, decoder_num_heads=16),
+}
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def _register(cls, size: str, name: str) -> None:
+    def factory(**kwargs):
+        return cls(**{**SIZES[size], **kwargs})
+    factory.__name__ = name
+    factory.__doc__ = f"{cls.__name__} with the ViT-{size} encoder; keyword arguments override."
+    MODELS[name] = factory
+    globals()[name] = factory
+
+
+for _size, _patch in [("small", 16), ("base", 16), ("large", 16), ("huge", 14)]:
+    _register(CrossMAE, _size, f"crossmae_vit_{_size}_patch{_patch}")
+    _register(MAE, _size, f"mae_vit_{_size}_patch{_patch}")
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError as e:  # an argument the model does not take: name it
+        raise ValueError(f"model {name!r}: {e}") from e
+
+
+__all__ = ["CrossMAE", "MAE", "PretrainOutput", "MODELS", "SIZES", "build_model"]
