@@ -8,6 +8,8 @@ import sys
 # command -> (module with main(config, overrides), help)
 COMMANDS = {
     "pretrain": ("crossmae.pretrain", "pretrain CrossMAE or MAE (no config: the embedded demo)"),
+    "finetune": ("crossmae.finetune", "fine-tune a pretrained encoder for classification (eval_only=true: evaluate)"),
+    "linprobe": ("crossmae.linprobe", "linear probe of a frozen pretrained encoder"),
 }
 DEMO_CONFIG = "configs/pretrain/demo.yaml"
 

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -36,5 +39,5 @@ def pretrained_demo_run(tmp_path_factory):
     checkpoint.pth, results.json, train_log.jsonl, epoch_log.jsonl, demo_data/{train,val}/<photo>/*.png."""
     from crossmae.pretrain import main
     out = tmp_path_factory.mktemp("demo_pretrain")
-    main("configs/pretrain/demo.yaml", [f"output_dir={out}", "epochs=8", "num_vis=4", "data.num_workers=0"])
+    main(str(REPO / "configs/pretrain/demo.yaml"), [f"output_dir={out}", "epochs=8", "num_vis=4", "data.num_workers=0"])
     return out

@@ -1,0 +1,155 @@
+"""iNaturalist 2019 and Places365 on their original on-disk layouts, through torchvision's classes
+(never downloading), plus any ImageFolder tree. Every builder takes (data config, split, transform)
+and returns a dataset with a ``classes`` list, which crossmae.finetune checks against nb_classes.
+
+iNaturalist 2019 (torchvision ``INaturalist(version="2019")``)::
+
+    <root>/2019/<super category>/<category id>/<image>.jpg   # the train_val2019 archive, renamed 2019
+    <root>/train2019.json  <root>/val2019.json                # the competition's annotation files
+
+torchvision indexes every image of the train_val2019 folder, train and val together; the split is
+the annotation file's image list (file names ``train_val2019/<super>/<id>/<image>.jpg``, category id =
+the folder number, 1010 categories).
+
+Places365 (torchvision ``Places365``)::
+
+    <root>/categories_places365.txt  <root>/places365_train_standard.txt  <root>/places365_val.txt
+    <root>/data_256_standard/ (or the archive's data_256/) a/airfield/00000001.jpg ...
+    <root>/val_256/Places365_val_00000001.jpg ...
+    (data_large_standard or data_large, val_large for the full-resolution images: data.small=false)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torchvision.datasets import INaturalist, Places365
+from torchvision.datasets.folder import default_loader
+from torchvision.datasets.utils import check_integrity
+
+from crossmae.classification.data import imagefolder_dataset
+
+logger = logging.getLogger("crossmae")
+
+NUM_CLASSES = {"inat2019": 1010, "places365": 365}
+
+
+class INat2019(torch.utils.data.Dataset):
+    """One split of iNaturalist 2019: the images listed in ``<root>/<split>2019.json``, labelled with
+    the category folder torchvision's INaturalist indexes them under."""
+
+    def __init__(self, root: str | Path, split: str, transform=None):
+        root = Path(root).expanduser()
+        if split not in ("train", "val"):
+            raise ValueError(f"iNat2019 split must be train or val, got {split!r}")
+        images_dir = root / "2019"
+        if not images_dir.is_dir() or not any(images_dir.iterdir()):
+            hint = (f"; found {root / 'train_val2019'}: rename or symlink it to {images_dir} (torchvision's name)"
+                    if (root / "train_val2019").is_dir() else "")
+            raise FileNotFoundError(f"iNat2019 images not found: expected {images_dir}/<super>/<id>/*.jpg{hint}")
+        ann = root / f"{split}2019.json"
+        if not ann.is_file():
+            raise FileNotFoundError(f"iNat2019 split {split!r}: annotation file {ann} not found (from the "
+                                    f"competition's {split}2019.json.tar.gz)")
+        inat = INaturalist(str(root), version="2019", download=False)
+        self.classes = inat.all_categories  # index = category id, e.g. 'Plants/400'
+        self.transform = transform
+        self.loader = default_loader
+        self.samples = self._read_split(ann, images_dir)
+
+    def _read_split(self, ann: Path, images_dir: Path) -> list[tuple[str, int]]:
+        with open(ann) as f:
+            data = json.load(f)
+        try:
+            label = {a["image_id"]: int(a["category_id"]) for a in data["annotations"]}
+            images = [(im["id"], im["file_name"]) for im in data["images"]]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{ann} is not an iNat2019 annotation file (COCO style images/annotations): {e}") from e
+        samples, bad = [], []
+        for image_id, file_name in images:
+            parts = Path(file_name).parts  # train_val2019/<super>/<id>/<file>
+            rel = Path(*parts[1:]) if len(parts) == 4 else Path(file_name)
+            cat = label.get(image_id)
+            if cat is None or not 0 <= cat < len(self.classes) or str(rel.parent) != self.classes[cat]:
+                bad.append(file_name)
+                continue
+            samples.append((str(images_dir / rel), cat))
+        if bad:
+            raise ValueError(f"{ann}: {len(bad)} images without a label or outside their category folder "
+                             f"(e.g. {bad[:3]}); is the annotation file from iNat 2019?")
+        if not samples:
+            raise ValueError(f"{ann} lists no images")
+        missing = [p for p, _ in samples[:1000] if not os.path.isfile(p)]
+        if missing:
+            raise FileNotFoundError(f"{ann} lists images that are not on disk, e.g. {missing[:3]}")
+        return samples
+
+    @property
+    def targets(self) -> list[int]:
+        return [t for _, t in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        img = self.loader(path)
+        return (self.transform(img) if self.transform is not None else img), target
+
+
+class Places365Local(Places365):
+    """torchvision's Places365 on files already on disk: a missing file is a FileNotFoundError naming it,
+    md5 checks are optional (fake or re-listed file lists), and the image folders may keep the archives'
+    names (data_256, data_large) as well as torchvision's (data_256_standard, ...)."""
+
+    def __init__(self, root: str | Path, split: str, small: bool = True, transform=None, verify_md5: bool = True):
+        self.verify_md5 = verify_md5
+        super().__init__(str(Path(root).expanduser()), split=split, small=small, download=False, transform=transform)
+        if not os.path.isdir(self.images_dir):
+            raise FileNotFoundError(f"Places365 {split} images not found: expected {self.images_dir}")
+        first = self.imgs[0][0] if self.imgs else None
+        if first is None or not os.path.isfile(first):
+            raise FileNotFoundError(f"Places365 {split}: first listed image {first} is not on disk")
+
+    @property
+    def images_dir(self) -> str:
+        tv_name = super().images_dir
+        archive_name = tv_name.rsplit("_", 1)[0] if self.split.startswith("train") else tv_name
+        return archive_name if not os.path.isdir(tv_name) and os.path.isdir(archive_name) else tv_name
+
+    def _check_integrity(self, file: str, md5: str, download: bool) -> bool:
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"Places365: {file} not found (from filelist_places365-standard.tar)")
+        if self.verify_md5 and not check_integrity(file, md5=md5):
+            raise ValueError(f"Places365: {file} does not match its published md5 (data.verify_md5=false skips "
+                             f"the check)")
+        return True
+
+
+def inat2019_dataset(data_cfg, split: str, transform) -> INat2019:
+    return INat2019(data_cfg.path, split, transform)
+
+
+def places365_dataset(data_cfg, split: str, transform) -> Places365Local:
+    tv_split = f"train-{data_cfg.variant}" if split == "train" else "val"
+    return Places365Local(data_cfg.path, tv_split, small=data_cfg.small, transform=transform,
+                          verify_md5=data_cfg.verify_md5)
+
+
+BUILDERS = {"inat2019": inat2019_dataset, "places365": places365_dataset, "imagefolder": imagefolder_dataset}
+
+
+def dataset_fn(data_cfg):
+    """The builder for ``data.dataset``; checks nb_classes against the dataset's known size up front."""
+    name = data_cfg.dataset
+    if name not in BUILDERS:
+        raise ValueError(f"data.dataset must be one of {sorted(BUILDERS)}, got {name!r}")
+    expected = NUM_CLASSES.get(name)
+    if expected is not None and data_cfg.nb_classes != expected:
+        raise ValueError(f"data.dataset={name} has {expected} classes, but data.nb_classes={data_cfg.nb_classes}")
+    if name == "places365" and data_cfg.variant not in ("standard", "challenge"):
+        raise ValueError(f"data.variant must be standard or challenge, got {data_cfg.variant!r}")
+    return BUILDERS[name]

@@ -1,0 +1,80 @@
+"""Reconstructions in pixel space, every decoder block's readout, and PSNR on the predicted patches.
+
+PSNR (the paper's Table 13 measures it on masked patches): predictions are brought back to pixels
+(``norm_pix_loss`` undone with each target patch's own mean and variance, as MAE's visualisation
+does; then the ImageNet normalisation undone and values clamped to [0, 1]); per image,
+PSNR = 10 log10(1 / MSE) over the predicted patches' pixels and channels; reported as the mean over
+images of the per-image PSNR.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..masking import Masks
+from ..models.pos_embed import patchify, unpatchify
+from ..visualize import denormalize, predicted_pixels
+
+
+def masked_psnr(target: torch.Tensor, recon: torch.Tensor, patch_mask: torch.Tensor, patch_size: int,
+                max_val: float = 1.0) -> torch.Tensor:
+    """Per-image PSNR [N] over the patches where ``patch_mask`` [N, L] is set; images [N, C, H, W]
+    in [0, max_val]. A perfect reconstruction gives +inf."""
+    if target.shape != recon.shape:
+        raise ValueError(f"target {list(target.shape)} and reconstruction {list(recon.shape)} differ in shape")
+    err = (patchify(target.double(), patch_size) - patchify(recon.double(), patch_size)) ** 2  # [N, L, p*p*C]
+    weight = patch_mask.double()
+    if (weight.sum(1) == 0).any():
+        raise ValueError("an image has no patch to measure")
+    mse = (err.mean(-1) * weight).sum(1) / weight.sum(1)
+    return (10 * torch.log10(max_val ** 2 / mse)).float()
+
+
+def paste(patches: torch.Tensor, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """patches [N, L, D] with rows ``ids`` [N, P] replaced by ``pixels`` [N, P, D]."""
+    return patches.scatter(1, ids.unsqueeze(-1).expand(-1, -1, patches.shape[-1]), pixels)
+
+
+@torch.no_grad()
+def block_readouts(model, imgs: torch.Tensor, masks: Masks) -> list[torch.Tensor]:
+    """Every decoder block's output through the prediction head: a list (one per block, the last one
+    is the model's prediction) of [N, P, p*p*C] in the loss's space."""
+    if hasattr(model, "decoder_memory"):  # CrossMAE
+        return model.forward_decoder(model.decoder_memory(imgs, masks), masks, every_block=True)
+    return model.forward_decoder(model.forward_features(imgs, masks.ids_keep), masks, every_block=True)
+
+
+@torch.no_grad()
+def reconstruct(model, imgs: torch.Tensor, masks: Masks) -> dict:
+    """Images in [0, 1] (cpu) and PSNR for one batch.
+
+    Returns {"original", "masked", "reconstruction", "pasted", "blocks": [pasted image per block],
+    "psnr": [N] of the final prediction, "psnr_blocks": [num_blocks, N]}. "masked" greys out hidden
+    patches; "reconstruction" shows predictions only (unpredicted masked patches grey); "pasted" puts
+    the visible patches back."""
+    p = model.patch_size
+    gh, gw = model.grid_size
+    c = imgs.shape[1]
+    original = torch.stack([denormalize(x) for x in imgs])  # [N, C, H, W] in [0, 1], cpu
+    target = patchify(original, p)
+    visible = masks.visible_mask.cpu().unsqueeze(-1).float()
+    grey = torch.full_like(target, 0.5)
+    ids_pred = masks.ids_pred.cpu()
+    to_img = lambda x: unpatchify(x, p, gh, gw, c)  # noqa: E731
+
+    def to_pixels(pred: torch.Tensor) -> torch.Tensor:
+        normed = predicted_pixels(imgs, pred.float(), masks, p, model.norm_pix_loss)  # normalised-image space
+        rows = torch.zeros(imgs.shape[0], gh * gw, normed.shape[-1], device=normed.device)
+        img = denormalize_batch(to_img(paste(rows, normed, masks.ids_pred)))
+        return patchify(img, p).gather(1, ids_pred.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+
+    readouts = [to_pixels(r) for r in block_readouts(model, imgs, masks)]
+    masked_only = grey * (1 - visible) + target * visible
+    pasted = [to_img(paste(masked_only, r, ids_pred)) for r in readouts]
+    psnr_blocks = torch.stack([masked_psnr(original, img, masks.pred_mask.cpu(), p) for img in pasted])
+    return {"original": original, "masked": to_img(masked_only), "reconstruction": to_img(paste(grey, readouts[-1], ids_pred)),
+            "pasted": pasted[-1], "blocks": pasted, "psnr": psnr_blocks[-1], "psnr_blocks": psnr_blocks}
+
+
+def denormalize_batch(x: torch.Tensor) -> torch.Tensor:
+    return torch.stack([denormalize(img) for img in x])
+

@@ -1,0 +1,100 @@
+"""What fine-tuning and linear probing share: model from a checkpoint, data, evaluation, results."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..config import to_dict
+from ..data import build_loader
+from ..engine.checkpoint import CheckpointError, load_checkpoint, model_state
+from ..engine.logging import write_json
+from .data import check_classes, check_same_classes, dataset_name, imagefolder_dataset, resolve_demo
+from .evaluate import build_eval_loader, evaluate
+from .model import build_classifier, load_encoder, resolve_arch
+
+logger = logging.getLogger("crossmae")
+
+
+def check_run_fields(cfg) -> None:
+    if cfg.batch_size < 1 or cfg.epochs < 1:
+        raise ValueError(f"batch_size and epochs must be >= 1, got {cfg.batch_size} and {cfg.epochs}")
+    if cfg.eval_only and not cfg.resume:
+        raise ValueError("eval_only=true evaluates a trained classifier: give resume=<checkpoint>")
+    if not cfg.eval_only and not cfg.pretrained and not cfg.random_init:
+        raise ValueError("no pretrained checkpoint: set pretrained=<pretraining checkpoint>, or random_init=true "
+                         "(with model.arch) for a randomly initialised control")
+    if cfg.data.nb_classes < 2:
+        raise ValueError(f"data.nb_classes must be >= 2, got {cfg.data.nb_classes}")
+
+
+def create_model(cfg) -> tuple[torch.nn.Module, dict, str]:
+    """The classifier described by cfg.model, with the pretrained encoder loaded (unless random_init).
+    Writes the resolved architecture back into cfg.model so saved configs are self-contained.
+    Returns (model, architecture, absolute pretrained path or '')."""
+    ckpt, path = None, ""
+    if cfg.pretrained:
+        path = str(Path(cfg.pretrained).expanduser().resolve())
+        ckpt = load_checkpoint(path)
+    elif cfg.model.arch == "auto" and cfg.resume:  # eval_only / resume of a run whose config recorded the arch
+        ckpt = load_checkpoint(cfg.resume)
+    arch = resolve_arch(cfg.model, ckpt)
+    for k, v in arch.items():
+        setattr(cfg.model, k, v)
+    model = build_classifier(cfg.data.nb_classes, global_pool=cfg.model.global_pool,
+                             drop_path_rate=cfg.model.drop_path_rate, **arch)
+    if cfg.pretrained and not cfg.random_init:
+        load_encoder(model, model_state(ckpt, path), source=path)
+    elif cfg.random_init:
+        logger.warning("random_init=true: the encoder keeps its random initialisation (a control run)")
+    return model, arch, path
+
+
+def build_datasets(cfg, out_dir: Path, is_main: bool, train_tf, eval_tf, dataset_fn: Callable | None,
+                   need_train: bool = True):
+    dataset_fn = dataset_fn or imagefolder_dataset
+    resolve_demo(cfg.data, out_dir, is_main)
+    if not cfg.data.path:
+        raise ValueError("data.path is empty: give the dataset root (e.g. data.path=/data/imagenet) or 'demo'")
+    val = dataset_fn(cfg.data, "val", eval_tf)
+    check_classes(val, cfg.data.nb_classes, f"{dataset_name(cfg.data)} val")
+    train = None
+    if need_train:
+        train = dataset_fn(cfg.data, "train", train_tf)
+        check_classes(train, cfg.data.nb_classes, f"{dataset_name(cfg.data)} train")
+        check_same_classes(train, val)
+    return train, val
+
+
+def train_loader(cfg, dataset, dist):
+    return build_loader(dataset, cfg.batch_size, cfg.data.num_workers, dist.rank, dist.world_size, cfg.seed,
+                        pin_memory=cfg.data.pin_memory and dist.device.type == "cuda")
+
+
+def make_evaluator(cfg, val, dist) -> Callable[[torch.nn.Module], dict]:
+    loader = build_eval_loader(val, cfg.eval_batch_size or cfg.batch_size, cfg.data.num_workers, dist.rank,
+                               dist.world_size, pin_memory=cfg.data.pin_memory and dist.device.type == "cuda")
+    return lambda module: evaluate(module, loader, dist.device, cfg.precision, expected=len(val))
+
+
+def load_trained(model: torch.nn.Module, path: str) -> dict:
+    """Weights of a trained classifier (our checkpoint, or a bare/official ``{"model": ...}`` file), strict."""
+    ckpt = load_checkpoint(path)
+    state = {k.removeprefix("module."): v for k, v in model_state(ckpt, path).items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit the classifier (model.arch, global_pool, nb_classes?): "
+                              f"{str(e).splitlines()[0]} {str(e).splitlines()[1:3]}") from e
+    return ckpt
+
+
+def write_results(cfg, task: str, out_dir: Path, metrics: dict, pretrained: str, is_main: bool) -> dict:
+    # a random-init control has no pretraining checkpoint, whatever architecture it borrowed
+    summary = {"task": task, "dataset": dataset_name(cfg.data), "checkpoint": "" if cfg.random_init else pretrained,
+               "random_init": bool(cfg.random_init), "metrics": metrics, "config": to_dict(cfg)}
+    if is_main:
+        write_json(out_dir / "results.json", summary)
+    return summary

@@ -1,0 +1,52 @@
+"""Classification transforms (MAE's recipes) and mixup/cutmix, through timm."""
+from __future__ import annotations
+
+import torch.nn as nn
+from timm.data import Mixup, create_transform
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from torchvision import transforms
+
+from ..data import IMAGENET_MEAN, IMAGENET_STD
+
+BICUBIC = transforms.InterpolationMode.BICUBIC
+
+
+def finetune_transform(img_size: int, auto_augment: str | None = "rand-m9-mstd0.5-inc1", color_jitter: float = 0.4,
+                       reprob: float = 0.25, remode: str = "pixel", recount: int = 1):
+    """RandomResizedCrop(0.08-1) + flip + RandAugment + random erasing (timm's ImageNet train transform)."""
+    return create_transform(input_size=img_size, is_training=True, color_jitter=color_jitter,
+                            auto_augment=auto_augment or None, interpolation="bicubic", re_prob=reprob,
+                            re_mode=remode, re_count=recount, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def linprobe_transform(img_size: int):
+    """MAE's linear-probe augmentation: RandomResizedCrop (bicubic) + flip only."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(img_size, interpolation=BICUBIC), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def eval_transform(img_size: int, crop_pct: float = 0.875):
+    """Resize the short side to img_size / crop_pct (256 for 224), centre-crop img_size."""
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    return transforms.Compose([
+        transforms.Resize(int(round(img_size / crop_pct)), interpolation=BICUBIC), transforms.CenterCrop(img_size),
+        transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def build_mixup(num_classes: int, mixup: float = 0.8, cutmix: float = 1.0, cutmix_minmax=None, prob: float = 1.0,
+                switch_prob: float = 0.5, mode: str = "batch", smoothing: float = 0.1) -> Mixup | None:
+    """timm's Mixup/CutMix (soft targets with label smoothing folded in), or None when both are off."""
+    if mixup <= 0 and cutmix <= 0 and cutmix_minmax is None:
+        return None
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, cutmix_minmax=cutmix_minmax, prob=prob,
+                 switch_prob=switch_prob, mode=mode, label_smoothing=smoothing, num_classes=num_classes)
+
+
+def build_criterion(mixup: Mixup | None, smoothing: float) -> nn.Module:
+    if mixup is not None:
+        return SoftTargetCrossEntropy()
+    if smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=smoothing)
+    return nn.CrossEntropyLoss()

@@ -1,0 +1,271 @@
+"""COCO instance data: ``instances_{train,val}2017.json`` + image folders, read with pycocotools.
+
+Training samples go through large-scale jitter (flip, resize by a random 0.1-2.0 of the target size,
+random crop to the target size; the detector's transform pads to a square). Evaluation samples are
+the original images (the detector's transform resizes the longest side and maps predictions back).
+
+The annotation file is checked when it is opened: malformed JSON, missing sections or a category id
+that is not in ``categories`` are errors naming the file and the annotation; degenerate boxes and
+annotations without a usable mask are skipped, and the count is logged.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from torchvision.transforms.functional import pil_to_tensor
+
+logger = logging.getLogger("crossmae")
+
+
+class AnnotationError(ValueError):
+    pass
+
+
+def load_coco(ann_file: str | Path) -> COCO:
+    """Open and validate a COCO instances file; raise :class:`AnnotationError` naming the problem."""
+    ann_file = Path(ann_file)
+    if not ann_file.is_file():
+        raise FileNotFoundError(f"annotation file not found: {ann_file}")
+    try:
+        data = json.loads(ann_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AnnotationError(f"{ann_file} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{ann_file}: expected a JSON object with images/annotations/categories")
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+    if missing:
+        raise AnnotationError(f"{ann_file}: missing or non-list section(s) {missing} (a COCO instances file "
+                              f"has 'images', 'annotations' and 'categories')")
+    for section, keys in (("images", ("id", "file_name", "height", "width")), ("categories", ("id", "name")),
+                          ("annotations", ("id", "image_id", "category_id", "bbox"))):
+        for entry in data[section]:
+            absent = [k for k in keys if k not in entry] if isinstance(entry, dict) else list(keys)
+            if absent:
+                raise AnnotationError(f"{ann_file}: an entry of '{section}' lacks {absent}: {str(entry)[:200]}")
+    cat_ids = {c["id"] for c in data["categories"]}
+    img_ids = {i["id"] for i in data["images"]}
+    for a in data["annotations"]:
+        if a["category_id"] not in cat_ids:
+            raise AnnotationError(f"{ann_file}: annotation {a['id']} has category_id {a['category_id']}, which is "
+                                  f"not among the categories {sorted(cat_ids)}")
+        if a["image_id"] not in img_ids:
+            raise AnnotationError(f"{ann_file}: annotation {a['id']} refers to image_id {a['image_id']}, "
+                                  f"which is not in 'images'")
+        if not (isinstance(a["bbox"], list) and len(a["bbox"]) == 4):
+            raise AnnotationError(f"{ann_file}: annotation {a['id']} has bbox {a['bbox']!r}; expected [x, y, w, h]")
+        a.setdefault("iscrowd", 0)
+        a.setdefault("area", float(a["bbox"][2]) * float(a["bbox"][3]))
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+def decode_mask(segmentation, height: int, width: int) -> np.ndarray:
+    """Polygons, uncompressed RLE or compressed RLE -> uint8 [height, width]."""
+    if isinstance(segmentation, list):
+        polys = [p for p in segmentation if len(p) >= 6]  # a polygon needs three points
+        if not polys:
+            return np.zeros((height, width), np.uint8)
+        rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    elif isinstance(segmentation, dict):
+        rle = segmentation
+    else:
+        raise AnnotationError(f"unknown segmentation format {type(segmentation).__name__}")
+    return mask_utils.decode(rle).astype(np.uint8)
+
+
+class CocoInstances(torch.utils.data.Dataset):
+    """(image, target) pairs. ``image``: float [3, H, W] in 0-1 (RGB). ``target``: ``boxes`` [N, 4] xyxy,
+    ``labels`` [N] (1..K, contiguous), ``masks`` [N, H, W] uint8 (when ``with_masks``), ``image_id``.
+
+    Crowd annotations are dropped (torchvision's Mask R-CNN has no ignore regions; neither does
+    detectron2's training). ``filter_empty`` drops images with no usable annotation (training);
+    evaluation keeps every image.
+    """
+
+    def __init__(self, image_dir: str | Path, ann_file: str | Path, transform=None, with_masks: bool = True,
+                 filter_empty: bool = False, with_targets: bool = True):
+        self.image_dir = Path(image_dir)
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"image directory not found: {self.image_dir}")
+        self.ann_file = Path(ann_file)
+        self.coco = load_coco(ann_file)
+        self.transform = transform
+        self.with_masks = with_masks
+        self.with_targets = with_targets
+        self.cat_ids = sorted(self.coco.getCatIds())
+        self.label_of = {c: i + 1 for i, c in enumerate(self.cat_ids)}  # 0 is background
+        self.num_classes = len(self.cat_ids)
+        self.skipped = {"crowd": 0, "degenerate_box": 0, "no_mask": 0}
+        self.anns: dict[int, list[dict]] = {}
+        for img_id in sorted(self.coco.imgs):
+            self.anns[img_id] = [a for a in self.coco.imgToAnns.get(img_id, []) if self._usable(a)]
+        self.ids = [i for i in sorted(self.coco.imgs) if self.anns[i] or not filter_empty]
+        n_empty = len(self.coco.imgs) - len(self.ids)
+        if any(self.skipped.values()) or n_empty:
+            logger.info("%s: skipped annotations %s; %d images without usable annotations %s", self.ann_file,
+                        self.skipped, sum(not v for v in self.anns.values()),
+                        "dropped" if filter_empty else "kept")
+        if not self.ids:
+            raise AnnotationError(f"{self.ann_file}: no images left (with filter_empty={filter_empty})")
+
+    def _usable(self, a: dict) -> bool:
+        if a.get("iscrowd", 0):
+            self.skipped["crowd"] += 1
+            return False
+        x, y, w, h = (float(v) for v in a["bbox"])
+        if not (w > 1e-3 and h > 1e-3 and all(np.isfinite([x, y, w, h]))):
+            self.skipped["degenerate_box"] += 1
+            return False
+        if self.with_masks and not a.get("segmentation"):
+            self.skipped["no_mask"] += 1
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load_image(self, img_id: int) -> torch.Tensor:
+        info = self.coco.imgs[img_id]
+        path = self.image_dir / info["file_name"]
+        try:
+            with Image.open(path) as im:
+                img = pil_to_tensor(im.convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise OSError(f"cannot read image {path} (image_id {img_id}): {e}") from e
+        if tuple(img.shape[1:]) != (info["height"], info["width"]):
+            raise AnnotationError(f"{path} is {img.shape[2]}x{img.shape[1]} but {self.ann_file} says "
+                                  f"{info['width']}x{info['height']}")
+        return img.float().div_(255)
+
+    def target(self, img_id: int) -> dict:
+        info = self.coco.imgs[img_id]
+        h, w = info["height"], info["width"]
+        anns = self.anns[img_id]
+        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        boxes[:, 0::2].clamp_(0, w)
+        boxes[:, 1::2].clamp_(0, h)
+        target = {"boxes": boxes, "labels": torch.tensor([self.label_of[a["category_id"]] for a in anns],
+                                                          dtype=torch.int64), "image_id": img_id}
+        if self.with_masks:
+            masks = [decode_mask(a["segmentation"], h, w) for a in anns]
+            target["masks"] = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), torch.uint8)
+        return target
+
+    def __getitem__(self, index: int):
+        img_id = self.ids[index]
+        img = self.load_image(img_id)
+        target = self.target(img_id) if self.with_targets else {"image_id": img_id}
+        if self.transform is not None:
+            img, target = self.transform(img, target)
+        return img, target
+
+
+def collate(batch):
+    """Lists of images and targets: images keep their own sizes (the detector pads them)."""
+    return tuple(list(x) for x in zip(*batch))
+
+
+# ---------------------------------------------------------------------------------------------- LSJ
+
+def hflip(img: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+    w = img.shape[-1]
+    target = dict(target)
+    boxes = target["boxes"].clone()
+    boxes[:, [0, 2]] = w - target["boxes"][:, [2, 0]]
+    target["boxes"] = boxes
+    if "masks" in target:
+        target["masks"] = target["masks"].flip(-1)
+    return img.flip(-1), target
+
+
+def resize(img: torch.Tensor, target: dict | None, scale: float) -> tuple[torch.Tensor, dict | None]:
+    """Resize by ``scale`` (output size rounded), boxes scaled, masks nearest-neighbour."""
+    h, w = img.shape[-2:]
+    nh, nw = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+    img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)[0]
+    if target is None:
+        return img, None
+    target = dict(target)
+    if "boxes" in target:
+        target["boxes"] = target["boxes"] * torch.tensor([nw / w, nh / h, nw / w, nh / h])
+    if "masks" in target and target["masks"].shape[0]:
+        target["masks"] = F.interpolate(target["masks"][None].float(), size=(nh, nw), mode="nearest")[0].byte()
+    elif "masks" in target:
+        target["masks"] = torch.zeros((0, nh, nw), dtype=torch.uint8)
+    return img, target
+
+
+def crop(img: torch.Tensor, target: dict, top: int, left: int, height: int, width: int) -> tuple[torch.Tensor, dict]:
+    """Crop; boxes are recomputed from the cropped masks (tight, as detectron2's recompute_boxes) or
+    clipped when there are no masks; instances left empty are dropped."""
+    img = img[:, top:top + height, left:left + width]
+    target = dict(target)
+    h, w = img.shape[-2:]
+    boxes = target["boxes"] - torch.tensor([left, top, left, top], dtype=torch.float32)
+    boxes[:, 0::2].clamp_(0, w)
+    boxes[:, 1::2].clamp_(0, h)
+    if "masks" in target:
+        masks = target["masks"][:, top:top + height, left:left + width]
+        target["masks"] = masks
+        boxes = masks_to_boxes(masks)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    target["boxes"] = boxes[keep]
+    target["labels"] = target["labels"][keep]
+    if "masks" in target:
+        target["masks"] = target["masks"][keep]
+    return img, target
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, H, W] -> xyxy [N, 4] covering the pixels (zeros for an empty mask)."""
+    n = masks.shape[0]
+    boxes = torch.zeros((n, 4), dtype=torch.float32)
+    if n == 0:
+        return boxes
+    rows, cols = masks.any(dim=2), masks.any(dim=1)
+    for i in range(n):
+        ys, xs = torch.where(rows[i])[0], torch.where(cols[i])[0]
+        if len(ys):
+            boxes[i] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float32)
+    return boxes
+
+
+class LargeScaleJitter:
+    """ViTDet's training augmentation: horizontal flip, resize so the image fits ``scale`` x the
+    target size for a random scale in [min_scale, max_scale], then a random crop of at most the
+    target size (no padding here: the detector's transform pads to a square)."""
+
+    def __init__(self, image_size: int = 1024, min_scale: float = 0.1, max_scale: float = 2.0, flip: float = 0.5):
+        if not 0 < min_scale <= max_scale:
+            raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+        self.image_size, self.min_scale, self.max_scale, self.flip = image_size, min_scale, max_scale, flip
+
+    def __call__(self, img: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+        if random.random() < self.flip:
+            img, target = hflip(img, target)
+        h, w = img.shape[-2:]
+        s = random.uniform(self.min_scale, self.max_scale) * self.image_size
+        img, target = resize(img, target, min(s / h, s / w))
+        h, w = img.shape[-2:]
+        ch, cw = min(h, self.image_size), min(w, self.image_size)
+        top, left = random.randint(0, h - ch), random.randint(0, w - cw)
+        if (ch, cw) != (h, w):
+            img, target = crop(img, target, top, left, ch, cw)
+        return img, target

@@ -1,0 +1,246 @@
+"""ViTDet Mask R-CNN training and evaluation on COCO-format data.
+
+    python -m det.train --config configs/det/vitdet_b_100ep.yaml data.root=/data/coco pretrained=/ckpt/crossmae_b.pth
+    python -m det.train --config configs/det/vitdet_b_100ep.yaml --eval-only weights=/runs/det_b/checkpoint.pth
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from crossmae.config import load_config, save_config, to_dict
+from crossmae.data import build_loader
+from crossmae.engine import (CheckpointError, Trainer, build_adamw, init_distributed, load_checkpoint, model_state,
+                             steps_per_epoch, warmup_step)
+from crossmae.engine.logging import setup_logging, write_json
+from crossmae.engine.loop import autocast, resolve_precision
+
+from .backbone import build_net, load_encoder
+from .data import CocoInstances, LargeScaleJitter, collate
+from .evaluation import CocoEvaluator
+from .modeling import build_mask_rcnn
+
+logger = logging.getLogger("crossmae")
+
+
+@dataclass
+class DetModel:
+    # the ViT (crossmae.models.dense_vit); defaults: ViT-B/16 as in ViTDet
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    patch_size: int = 16
+    mlp_ratio: float = 4.0
+    pretrain_img_size: int = 224  # pos_embed is kept on this grid (the pretraining one) and resized per input
+    window_size: int = 14
+    global_attn_indexes: List[int] = field(default_factory=lambda: [2, 5, 8, 11])  # the others use windows
+    drop_path_rate: float = 0.1
+    rel_pos: str = "decomposed"  # ViTDet's decomposed relative positions (zero-initialised); "none" to drop
+    use_act_checkpoint: bool = False  # recompute blocks in the backward pass (saves memory for L/H)
+    # the detector (torchvision components)
+    fpn_channels: int = 256
+    anchor_sizes: List[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])  # one per level p2..p6
+    box_head_convs: int = 4
+    box_head_fc: int = 1024
+    mask_head_convs: int = 4
+    rpn_pre_nms_top_n_train: int = 2000  # per pyramid level
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_train: int = 1000  # per image
+    rpn_post_nms_top_n_test: int = 1000
+    box_batch_size_per_image: int = 512
+    detections_per_img: int = 100
+    canonical_scale: int = 224  # RoI level assignment: a box of this size goes to p4
+
+
+@dataclass
+class DetData:
+    root: str = ""  # COCO root: annotations/instances_<split>.json and <split>/ images; "synthetic" = generate
+    name: str = ""  # dataset name in results.json; empty = the root folder's name
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    num_workers: int = 8
+    min_scale: float = 0.1  # large-scale jitter range
+    max_scale: float = 2.0
+    synthetic_train: int = 200  # data.root=synthetic: images per split and their size
+    synthetic_val: int = 50
+    synthetic_size: int = 96
+
+
+@dataclass
+class DetOptim:
+    lr: float = 1e-4  # absolute (ViTDet: 1e-4 at batch 64)
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.1
+    layer_decay: float = 0.7  # B 0.7, L 0.8, H 0.9
+    warmup_iters: int = 250
+    warmup_factor: float = 0.001
+    milestones: List[float] = field(default_factory=lambda: [0.8889, 0.9630])  # 163889, 177546 of 184375
+    gamma: float = 0.1
+    clip_grad: Optional[float] = None
+
+
+@dataclass
+class DetConfig:
+    model: DetModel = field(default_factory=DetModel)
+    data: DetData = field(default_factory=DetData)
+    optim: DetOptim = field(default_factory=DetOptim)
+    pretrained: str = ""  # pretraining checkpoint whose encoder initialises the ViT ("" = from scratch)
+    weights: str = ""  # a trained detector checkpoint to evaluate (--eval-only); default <output_dir>/checkpoint.pth
+    image_size: int = 1024
+    epochs: int = 100
+    batch_size: int = 8  # images per process (8 x 8 GPUs = 64)
+    eval_batch_size: int = 1
+    eval_every: int = 10  # epochs
+    eval_backend: str = "pycocotools"  # or faster_coco_eval
+    precision: str = "auto"
+    find_unused_parameters: bool = False
+    device: str = "auto"
+    seed: int = 0
+    output_dir: str = "output/det"
+    resume: str = ""
+    save_every: int = 1
+    keep_every: int = 0
+    log_every: int = 20
+
+
+def det_loss(model, batch):
+    images, targets = batch
+    losses = model(images, targets)
+    return sum(losses.values()), {k: v.detach() for k, v in losses.items()}
+
+
+def build_datasets(cfg, out_dir: Path, is_main: bool, world_size: int):
+    root = cfg.data.root
+    if not root:
+        raise ValueError("data.root is empty: give a COCO root (data.root=/data/coco) or 'synthetic'")
+    if root == "synthetic":
+        from .synthetic import make_split
+        root = out_dir / "synthetic_coco"
+        if is_main and not (root / "annotations" / f"instances_{cfg.data.val_split}.json").is_file():
+            make_split(root, cfg.data.train_split, cfg.data.synthetic_train, cfg.data.synthetic_size, cfg.seed,
+                       empty_every=25)
+            make_split(root, cfg.data.val_split, cfg.data.synthetic_val, cfg.data.synthetic_size, cfg.seed + 1)
+        if world_size > 1:
+            torch.distributed.barrier()
+    root = Path(root).expanduser()
+    ann = root / "annotations"
+    train = CocoInstances(root / cfg.data.train_split, ann / f"instances_{cfg.data.train_split}.json",
+                          LargeScaleJitter(cfg.image_size, cfg.data.min_scale, cfg.data.max_scale), filter_empty=True)
+    val = CocoInstances(root / cfg.data.val_split, ann / f"instances_{cfg.data.val_split}.json", with_targets=False)
+    if train.cat_ids != val.cat_ids:
+        raise ValueError(f"train and val category ids differ: {train.cat_ids} vs {val.cat_ids}")
+    return root, train, val
+
+
+def build_detector(cfg, num_classes: int) -> torch.nn.Module:
+    m = cfg.model
+    net = build_net(m, cfg.image_size)
+    return build_mask_rcnn(
+        net, num_classes=num_classes, embed_dim=m.embed_dim, patch_size=m.patch_size, image_size=cfg.image_size,
+        fpn_channels=m.fpn_channels, anchor_sizes=tuple(m.anchor_sizes), box_head_convs=m.box_head_convs,
+        box_head_fc=m.box_head_fc, mask_head_convs=m.mask_head_convs,
+        rpn_pre_nms_top_n_train=m.rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test=m.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_train=m.rpn_post_nms_top_n_train, rpn_post_nms_top_n_test=m.rpn_post_nms_top_n_test,
+        box_batch_size_per_image=m.box_batch_size_per_image,
+        detections_per_img=m.detections_per_img, canonical_scale=m.canonical_scale)
+
+
+def run(cfg, eval_only: bool = False) -> dict:
+    dist = init_distributed(cfg.device)
+    out_dir = Path(cfg.output_dir)
+    setup_logging(out_dir)
+    if cfg.batch_size < 1 or cfg.epochs < 1:
+        raise ValueError(f"batch_size and epochs must be >= 1, got {cfg.batch_size} and {cfg.epochs}")
+    root, train_set, val_set = build_datasets(cfg, out_dir, dist.is_main, dist.world_size)
+    model = build_detector(cfg, train_set.num_classes)
+    pretrained = ""
+    if cfg.pretrained and not eval_only:
+        pretrained = str(Path(cfg.pretrained).resolve())
+        load_encoder(model.backbone.net, pretrained)
+    model.to(dist.device)
+
+    val_loader = build_loader(val_set, cfg.eval_batch_size, cfg.data.num_workers, dist.rank, dist.world_size,
+                              cfg.seed, shuffle=False, drop_last=False, collate_fn=collate)
+    precision = resolve_precision(cfg.precision, dist.device)
+    evaluator = CocoEvaluator(val_loader, val_set.coco.dataset, val_set.cat_ids, dist.device, dist.rank,
+                              backend=cfg.eval_backend, precision_ctx=autocast(precision, dist.device))
+    summary = {"task": "det", "dataset": cfg.data.name or root.name, "checkpoint": pretrained,
+               "config": to_dict(cfg)}
+
+    if eval_only:
+        weights = cfg.weights or cfg.resume or str(out_dir / "checkpoint.pth")
+        ckpt = load_checkpoint(weights)
+        model.load_state_dict(model_state(ckpt, weights))
+        summary["checkpoint"] = str((ckpt.get("config") or {}).get("pretrained", "") or "")
+        summary["weights"] = str(Path(weights).resolve())
+        logger.info("evaluating %s on %d images of %s", weights, len(val_set), val_set.ann_file)
+        summary["metrics"] = evaluator(model)
+        if dist.is_main:
+            write_json(out_dir / "results.json", summary)
+        return summary
+
+    train_loader = build_loader(train_set, cfg.batch_size, cfg.data.num_workers, dist.rank, dist.world_size,
+                                cfg.seed, pin_memory=dist.device.type == "cuda", collate_fn=collate)
+    optimizer = build_adamw(model, cfg.optim.lr, cfg.optim.weight_decay, betas=cfg.optim.betas,
+                            layer_decay=cfg.optim.layer_decay, num_layers=cfg.model.depth)
+    n_steps = steps_per_epoch(len(train_loader), 1)
+    total = cfg.epochs * n_steps
+    schedule = warmup_step(cfg.optim.lr, total, cfg.optim.warmup_iters, cfg.optim.milestones, cfg.optim.gamma,
+                           cfg.optim.warmup_factor)
+    logger.info("ViTDet: %.1fM parameters, %d classes, %d train images (%d steps/epoch x %d epochs = %d iters), "
+                "%d val images, batch %d x %d processes", sum(p.numel() for p in model.parameters()) / 1e6,
+                train_set.num_classes, len(train_set), n_steps, cfg.epochs, total, len(val_set), cfg.batch_size,
+                dist.world_size)
+    config = to_dict(cfg)
+    config["pretrained"] = pretrained
+    trainer = Trainer(model=model, optimizer=optimizer, train_loader=train_loader, lr_schedule=schedule,
+                      loss_fn=det_loss, epochs=cfg.epochs, output_dir=out_dir, dist=dist,
+                      clip_grad=cfg.optim.clip_grad, precision=cfg.precision, evaluate=evaluator,
+                      eval_every=cfg.eval_every, best_metric="bbox_AP", save_every=cfg.save_every,
+                      keep_every=cfg.keep_every, config=config, seed=cfg.seed, log_every=cfg.log_every,
+                      find_unused_parameters=cfg.find_unused_parameters)
+    if dist.is_main:
+        save_config(cfg, out_dir / "config.yaml")
+    trainer.auto_resume(cfg.resume)
+    start = time.time()
+    metrics = dict(trainer.fit())
+    metrics["train_time_s"] = time.time() - start
+    summary["metrics"] = metrics
+    if dist.is_main:
+        write_json(out_dir / "results.json", summary)
+        logger.info("box AP %.2f, mask AP %.2f -> %s", metrics.get("bbox_AP", float("nan")),
+                    metrics.get("segm_AP", float("nan")), out_dir / "results.json")
+    return summary
+
+
+def main(config: str | None, overrides: list[str], eval_only: bool = False) -> dict:
+    return run(load_config(DetConfig, config, overrides), eval_only=eval_only)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="train_vitdet", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML recipe under configs/det/")
+    p.add_argument("--eval-only", action="store_true", help="evaluate `weights` (default <output_dir>/checkpoint.pth)")
+    p.add_argument("--resume", help="resume training from this checkpoint (default: <output_dir>/checkpoint.pth "
+                                    "if it exists)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/data/coco batch_size=4")
+    a = p.parse_args(argv)
+    overrides = list(a.overrides) + ([f"resume={a.resume}"] if a.resume else [])
+    try:
+        main(a.config, overrides, eval_only=a.eval_only)
+    except (ValueError, FileNotFoundError, KeyError, CheckpointError) as e:
+        print(f"train_vitdet: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

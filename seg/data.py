@@ -1,0 +1,196 @@
+"""ADE20K (SceneParsing, ``ADEChallengeData2016``) and the samplers that turn an iteration budget into epochs.
+
+Layout (the official zip, unchanged)::
+
+    <root>/images/training/ADE_train_00000001.jpg        <root>/annotations/training/ADE_train_00000001.png
+    <root>/images/validation/ADE_val_00000001.jpg        <root>/annotations/validation/ADE_val_00000001.png
+
+Annotation PNGs hold 0 (``other``/unlabelled) and 1..150. With ``reduce_zero_label`` (the ADE20K
+convention), 0 becomes the ignore index 255 and k becomes k - 1, so the model predicts 150 classes.
+Missing annotations are found when the dataset is built; image/label size mismatches are found
+then too (``check_sizes``, reading only the file headers); a label value outside the class range
+raises when the file is read. Every error names the file.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from .transforms import IGNORE_INDEX
+
+logger = logging.getLogger("crossmae")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
+    "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
+    "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
+    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
+    "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
+    "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven",
+    "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake",
+    "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray",
+    "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
+    "clock", "flag")
+
+
+class SegDataError(ValueError):
+    pass
+
+
+def reduce_zero_label(label: np.ndarray) -> np.ndarray:
+    """0 -> 255 (ignore), k -> k - 1; a raw 255 stays ignored (mmseg's rule)."""
+    out = label.astype(np.int64) - 1
+    out[label == 0] = IGNORE_INDEX
+    out[label == 255] = IGNORE_INDEX
+    return out
+
+
+def list_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
+    """(image, annotation) paths of a split; raises naming what is missing."""
+    root = Path(root).expanduser()
+    img_dir, ann_dir = root / "images" / split, root / "annotations" / split
+    for d in (img_dir, ann_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(f"ADE20K split {split!r}: directory {d} not found (expected "
+                                    f"<root>/images/{split} and <root>/annotations/{split}, root={root})")
+    images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {img_dir}")
+    pairs = [(p, ann_dir / (p.stem + ".png")) for p in images]
+    missing = [a for _, a in pairs if not a.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(pairs)} images in {img_dir} have no annotation file, "
+                                f"e.g. {missing[0]}" + (f", {missing[1]}" if len(missing) > 1 else ""))
+    return pairs
+
+
+class ADE20KDataset(Dataset):
+    """``__getitem__`` -> ``transform(img uint8 [H, W, 3], label int64 [H, W])``; (image, label) if no transform.
+
+    ``num_classes`` is the number of predicted classes (150 for ADE20K); label values must lie in
+    [0, num_classes) or be the ignore index after ``reduce_zero_label``."""
+
+    def __init__(self, root: str | Path, split: str = "training", transform=None, num_classes: int = 150,
+                 reduce_zero_label: bool = True, check_sizes: bool = True, class_names=None):
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.transform = transform
+        self.num_classes = num_classes
+        self.reduce_zero_label = reduce_zero_label
+        self.pairs = list_pairs(self.root, split)
+        if class_names is None:
+            class_names = ADE20K_CLASSES if num_classes == len(ADE20K_CLASSES) else [str(i) for i in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        self.class_names = list(class_names)
+        if check_sizes:
+            for img_path, ann_path in self.pairs:
+                with Image.open(img_path) as im, Image.open(ann_path) as an:
+                    _check_size(im.size, an.size, img_path, ann_path)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw pair: image uint8 [H, W, 3] (RGB), label int64 [H, W] (after reduce_zero_label)."""
+        img_path, ann_path = self.pairs[index]
+        with Image.open(img_path) as im:
+            img = np.asarray(im.convert("RGB"))
+        with Image.open(ann_path) as an:
+            if an.mode not in ("L", "P", "I", "I;16"):
+                raise SegDataError(f"annotation {ann_path} has mode {an.mode}: expected a single-channel PNG "
+                                   f"of class indices")
+            label = np.asarray(an)
+        _check_size(img.shape[1::-1], label.shape[::-1], img_path, ann_path)
+        label = reduce_zero_label(label) if self.reduce_zero_label else label.astype(np.int64)
+        bad = (label != IGNORE_INDEX) & ((label < 0) | (label >= self.num_classes))
+        if bad.any():
+            raw = np.unique(np.asarray(Image.open(ann_path))[bad])
+            raise SegDataError(f"annotation {ann_path} has values {raw[:5].tolist()} outside the class range "
+                               f"(expected 0..{self.num_classes}{' with 0 = ignore' if self.reduce_zero_label else ''}"
+                               f", or 255)")
+        return torch.from_numpy(img.copy()), torch.from_numpy(label)
+
+    def __getitem__(self, index: int):
+        img, label = self.load(index)
+        if self.transform is not None:
+            return self.transform(img, label)
+        return img, label
+
+
+def _check_size(img_wh, ann_wh, img_path, ann_path) -> None:
+    if tuple(img_wh) != tuple(ann_wh):
+        raise SegDataError(f"annotation {ann_path} is {ann_wh[0]}x{ann_wh[1]} (WxH) but its image {img_path} "
+                           f"is {img_wh[0]}x{img_wh[1]}")
+
+
+class IterationSampler(Sampler[int]):
+    """Exactly ``samples_per_rank`` indices per rank per epoch, drawn from back-to-back random
+    permutations of the dataset seeded by (seed, epoch) and dealt round-robin to ranks.
+
+    This is how an iteration budget (mmseg's 160k iterations) runs in the epoch-based loop: an
+    "epoch" is ``iters_per_epoch`` optimizer steps, whatever the dataset size."""
+
+    def __init__(self, dataset_len: int, samples_per_rank: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 shuffle: bool = True):
+        if dataset_len < 1:
+            raise ValueError("empty dataset")
+        self.n = dataset_len
+        self.samples_per_rank = samples_per_rank
+        self.rank, self.world_size = rank, world_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.samples_per_rank
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        total = self.samples_per_rank * self.world_size
+        chunks = [torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
+                  for _ in range(-(-total // self.n))]
+        stream = torch.cat(chunks)[:total]
+        return iter(stream[self.rank::self.world_size].tolist())
+
+
+class ShardSampler(Sampler[int]):
+    """Indices rank, rank + world, ...: every image evaluated exactly once over all ranks (no padding)."""
+
+    def __init__(self, dataset_len: int, rank: int = 0, world_size: int = 1):
+        self.indices = list(range(rank, dataset_len, world_size))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+
+def train_loader(dataset, batch_size: int, iters_per_epoch: int, num_workers: int, rank: int, world_size: int,
+                 seed: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    sampler = IterationSampler(len(dataset), batch_size * iters_per_epoch, rank, world_size, seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                                       pin_memory=pin_memory, drop_last=True, persistent_workers=False)
+
+
+def eval_loader(dataset, num_workers: int, rank: int, world_size: int) -> torch.utils.data.DataLoader:
+    """One image per batch (sizes differ); the collate keeps the (img, label) pair unbatched."""
+    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=ShardSampler(len(dataset), rank, world_size),
+                                       num_workers=num_workers)
