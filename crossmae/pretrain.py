@@ -12,8 +12,10 @@ import torch
 from torchvision import transforms
 
 from .config import PretrainConfig, load_config, save_config, to_dict
-from .data import IMAGENET_MEAN, IMAGENET_STD, SafeImageFolder, build_loader, make_demo_imagefolder, pretrain_transform, split_dir
+from .data import (IMAGENET_MEAN, IMAGENET_STD, SafeImageFolder, build_loader, make_demo_imagefolder,
+                   pretrain_transform, split_dir)
 from .engine import Trainer, build_adamw, init_distributed, steps_per_epoch, warmup_cosine
+from .engine.distributed import barrier
 from .engine.logging import setup_logging, write_json
 from .models import build_model
 from .models.blocks import set_backend
@@ -83,7 +85,7 @@ def run(cfg) -> dict:
         data_root = out_dir / "demo_data"
         if dist.is_main:
             make_demo_imagefolder(data_root)
-        torch.distributed.barrier() if dist.world_size > 1 else None
+        barrier()  # the other ranks wait until rank 0 has written the demo images
     if not data_root:
         raise ValueError("data.path is empty: give an ImageFolder root (e.g. data.path=/data/imagenet) or 'demo'")
     dataset = SafeImageFolder(split_dir(data_root, "train"), transform=pretrain_transform(img_size, cfg.data.min_scale))
