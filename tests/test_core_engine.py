@@ -207,3 +207,14 @@ def test_missing_or_empty_data_dir_is_a_clear_error(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(FileNotFoundError, match="no images found under"):
         SafeImageFolder(split_dir(tmp_path, "train"))
+
+
+def test_a_non_finite_loss_stops_the_run_without_touching_the_checkpoint(tmp_path):
+    make_trainer(tmp_path, epochs=1).fit()
+    before = load_checkpoint(tmp_path / "checkpoint.pth")["model"]
+    trainer = make_trainer(tmp_path, epochs=2, loss_fn=lambda m, b: m(b[0]).loss * float("nan"))
+    trainer.auto_resume("")
+    with pytest.raises(FloatingPointError, match="last checkpoint is intact"):
+        trainer.fit()
+    after = load_checkpoint(tmp_path / "checkpoint.pth")
+    assert after["epoch"] == 1 and all(torch.equal(before[k], after["model"][k]) for k in before)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -155,9 +156,6 @@ class Trainer:
             with autocast(self.precision, self.dist.device):
                 out = self.loss_fn(self.model, batch)
             loss, metrics = out if isinstance(out, tuple) else (out, {})
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; stopping (the last "
-                                         f"checkpoint is intact). Try a lower lr, clip_grad, or fp32/bf16.")
             self.scaler.scale(loss / self.accum_iter).backward()
         return {"loss": loss.detach(), **metrics}
 
@@ -195,13 +193,15 @@ class Trainer:
             n_samples += _batch_size(batch)
             micro += 1
             for k, v in metrics.items():
-                totals[k] = totals.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64).detach().cpu()
+                # summed on the device: no host sync per step
+                totals[k] = totals.get(k, 0.0) + torch.as_tensor(v, device=self.dist.device).detach().double()
             if not last_micro:
                 continue
             grad_norm = self._optimizer_step()
             bar.update(1)
             if self.step % self.log_every == 0 or micro // self.accum_iter == n_steps:
                 loss = float(metrics["loss"])
+                check_finite(loss, self.step)
                 ips = n_samples * self.dist.world_size / (time.time() - t0)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}")
                 record = {"epoch": epoch + micro / (n_steps * self.accum_iter), "lr": lr, "img_per_s": ips,
@@ -212,9 +212,11 @@ class Trainer:
         bar.close()
         # mean over every micro-batch of every rank
         keys = sorted(totals)
-        stacked = torch.tensor([float(totals[k]) for k in keys] + [float(micro)], dtype=torch.float64,
-                               device=self.dist.device if self.dist.device.type == "cuda" else "cpu")
+        stacked = torch.stack([totals[k] for k in keys] + [torch.tensor(float(micro), dtype=torch.float64,
+                                                                        device=self.dist.device)])
         stacked = all_reduce_sum(stacked)
+        if "loss" in totals:
+            check_finite(float(stacked[keys.index("loss")]), self.step)
         means = {f"train_{k}": float(stacked[i] / max(stacked[-1], 1)) for i, k in enumerate(keys)}
         return {**means, "epoch_time_s": time.time() - t0, "lr": self.lr_schedule(self.step)}
 
@@ -251,6 +253,14 @@ class Trainer:
             self.best = value
             self.save("checkpoint-best.pth", epoch + 1)
             logger.info("new best %s = %.4f at epoch %d", self.best_metric, value, epoch + 1)
+
+
+def check_finite(loss: float, step: int) -> None:
+    """Checked at logging steps and epoch ends (not every step: that would sync the GPU each step);
+    either way before the next checkpoint is written, so the last one stays intact."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss} at step {step}; stopping (the last checkpoint is intact). "
+                                 f"Try a lower lr, clip_grad, or bf16/fp32.")
 
 
 def _batch_size(batch: Any) -> int:
