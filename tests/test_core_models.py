@@ -173,3 +173,12 @@ def test_unknown_model_name():
 def test_wrong_input_shape_is_a_clear_error():
     with pytest.raises(ValueError, match=r"expected images of shape \[N, 3, 32, 32\]"):
         tiny_model()(torch.randn(1, 3, 64, 64))
+
+
+def test_torch_hub_entry_loads_a_checkpoint(tiny_checkpoint):
+    from conftest import REPO
+    kwargs = {k: v for k, v in TINY_CROSSMAE.items() if k != "name"}
+    model = torch.hub.load(str(REPO), "crossmae_vit_small_patch16", source="local", checkpoint=str(tiny_checkpoint),
+                           **kwargs)
+    expected = model_state(load_checkpoint(tiny_checkpoint))
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
