@@ -165,7 +165,7 @@ class CocoInstances(torch.utils.data.Dataset):
                                                           dtype=torch.int64), "image_id": img_id}
         if self.with_masks:
             masks = [decode_mask(a["segmentation"], h, w) for a in anns]
-            target["masks"] = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), torch.uint8)
+            target["masks"] = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.uint8)
         return target
 
     def __getitem__(self, index: int):

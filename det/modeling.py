@@ -26,10 +26,9 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import LevelMapper
 
-from .fpn import SimpleFeaturePyramid
+from crossmae.data import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .fpn import SimpleFeaturePyramid
 
 
 class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):

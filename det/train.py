@@ -55,6 +55,7 @@ class DetModel:
     rpn_post_nms_top_n_train: int = 1000  # per image
     rpn_post_nms_top_n_test: int = 1000
     box_batch_size_per_image: int = 512
+    box_score_thresh: float = 0.05  # detections below this score are not reported
     detections_per_img: int = 100
     canonical_scale: int = 224  # RoI level assignment: a box of this size goes to p4
 
@@ -116,7 +117,8 @@ def det_loss(model, batch):
     return sum(losses.values()), {k: v.detach() for k, v in losses.items()}
 
 
-def build_datasets(cfg, out_dir: Path, is_main: bool, world_size: int):
+def build_datasets(cfg, out_dir: Path, is_main: bool, world_size: int, with_train: bool = True):
+    """(root, train set or None, val set); ``data.root=synthetic`` generates the set first."""
     root = cfg.data.root
     if not root:
         raise ValueError("data.root is empty: give a COCO root (data.root=/data/coco) or 'synthetic'")
@@ -131,9 +133,11 @@ def build_datasets(cfg, out_dir: Path, is_main: bool, world_size: int):
             torch.distributed.barrier()
     root = Path(root).expanduser()
     ann = root / "annotations"
+    val = CocoInstances(root / cfg.data.val_split, ann / f"instances_{cfg.data.val_split}.json", with_targets=False)
+    if not with_train:
+        return root, None, val
     train = CocoInstances(root / cfg.data.train_split, ann / f"instances_{cfg.data.train_split}.json",
                           LargeScaleJitter(cfg.image_size, cfg.data.min_scale, cfg.data.max_scale), filter_empty=True)
-    val = CocoInstances(root / cfg.data.val_split, ann / f"instances_{cfg.data.val_split}.json", with_targets=False)
     if train.cat_ids != val.cat_ids:
         raise ValueError(f"train and val category ids differ: {train.cat_ids} vs {val.cat_ids}")
     return root, train, val
@@ -149,7 +153,7 @@ def build_detector(cfg, num_classes: int) -> torch.nn.Module:
         rpn_pre_nms_top_n_train=m.rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test=m.rpn_pre_nms_top_n_test,
         rpn_post_nms_top_n_train=m.rpn_post_nms_top_n_train, rpn_post_nms_top_n_test=m.rpn_post_nms_top_n_test,
         box_batch_size_per_image=m.box_batch_size_per_image,
-        detections_per_img=m.detections_per_img, canonical_scale=m.canonical_scale)
+        box_score_thresh=m.box_score_thresh, detections_per_img=m.detections_per_img, canonical_scale=m.canonical_scale)
 
 
 def run(cfg, eval_only: bool = False) -> dict:
@@ -158,8 +162,8 @@ def run(cfg, eval_only: bool = False) -> dict:
     setup_logging(out_dir)
     if cfg.batch_size < 1 or cfg.epochs < 1:
         raise ValueError(f"batch_size and epochs must be >= 1, got {cfg.batch_size} and {cfg.epochs}")
-    root, train_set, val_set = build_datasets(cfg, out_dir, dist.is_main, dist.world_size)
-    model = build_detector(cfg, train_set.num_classes)
+    root, train_set, val_set = build_datasets(cfg, out_dir, dist.is_main, dist.world_size, with_train=not eval_only)
+    model = build_detector(cfg, val_set.num_classes)
     pretrained = ""
     if cfg.pretrained and not eval_only:
         pretrained = str(Path(cfg.pretrained).resolve())

@@ -1,0 +1,132 @@
+"""detectron2 export: key mapping, pos_embed / patch resizing, the suffix-matching hazard; with
+detectron2 installed, loading into its ViT and the LazyConfigs (skipped otherwise)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from crossmae.engine import load_checkpoint, model_state
+from crossmae.models.dense_vit import DenseViT
+from det.export import export, main, to_detectron2
+
+REPO = Path(__file__).resolve().parents[2]
+D2_CONFIGS = REPO / "configs" / "det" / "detectron2"
+
+
+def d2_suffix_match(model_keys, ckpt_keys):
+    """detectron2's align_and_update_state_dicts rule: each model key takes the longest checkpoint key
+    that equals it or is a whole dotted suffix of it. Returns {model key: checkpoint key}."""
+    out = {}
+    for mk in model_keys:
+        hits = [ck for ck in ckpt_keys if mk == ck or mk.endswith("." + ck)]
+        if hits:
+            out[mk] = max(hits, key=len)
+    return out
+
+
+@pytest.fixture(scope="module")
+def state(tiny_checkpoint):
+    """The tiny CrossMAE's state plus the final encoder norm an MAE / plain CrossMAE checkpoint has."""
+    s = dict(model_state(load_checkpoint(tiny_checkpoint)))
+    s.setdefault("norm.weight", torch.full((64,), 1.5))
+    s.setdefault("norm.bias", torch.zeros(64))
+    return s
+
+
+def d2_like_vit(patch_size=16, pretrain_img_size=224):
+    # our ViTDet backbone uses detectron2's ViT parameter names under backbone.net
+    return DenseViT(img_size=64, pretrain_img_size=pretrain_img_size, patch_size=patch_size, embed_dim=64, depth=4,
+                    num_heads=4, window_size=4, global_attn_indexes=(1, 3), rel_pos="decomposed")
+
+
+def test_key_mapping_and_resizing(state):
+    out, dropped = to_detectron2(state, pretrain_img_size=224, patch_size=16)
+    assert dropped == ["cls_token", "norm.bias", "norm.weight"]
+    assert all(k.startswith("backbone.net.") for k in out)
+    assert not any(k.startswith(("decoder", "mask_token")) or ".decoder" in k for k in out)
+    assert out["backbone.net.pos_embed"].shape == (1, 1 + 14 * 14, 64)  # 8 x 8 grid -> detectron2's 224 / 16
+    assert out["backbone.net.patch_embed.proj.weight"].shape == (64, 3, 16, 16)  # 4 px -> 16 px
+    torch.testing.assert_close(out["backbone.net.blocks.2.attn.qkv.weight"], state["blocks.2.attn.qkv.weight"])
+    # every exported key is a backbone key with the same shape; only the new rel-pos tables are left out
+    own = {"backbone.net." + k: v.shape for k, v in d2_like_vit().state_dict().items()}
+    assert set(out) <= set(own)
+    assert all(out[k].shape == own[k] for k in out)
+    assert sorted(set(own) - set(out)) == sorted(k for k in own if k.endswith(("rel_pos_h", "rel_pos_w")))
+
+
+def test_same_grid_and_patch_keep_tensors(state):
+    out, _ = to_detectron2(state, pretrain_img_size=32, patch_size=4)
+    torch.testing.assert_close(out["backbone.net.pos_embed"], state["pos_embed"])
+    torch.testing.assert_close(out["backbone.net.patch_embed.proj.weight"], state["patch_embed.proj.weight"])
+
+
+def test_stray_top_level_norm_would_match_a_head_norm(state):
+    """Why the export drops ``norm.*``: detectron2's suffix matching would copy it into a head's norm."""
+    d2_keys = ["backbone.net." + k for k in d2_like_vit().state_dict()] + [
+        "roi_heads.mask_head.mask_fcn1.norm.weight", "roi_heads.mask_head.mask_fcn1.norm.bias",
+        "roi_heads.box_head.conv1.norm.weight", "roi_heads.box_head.conv1.norm.bias"]
+    raw = d2_suffix_match(d2_keys, list(state))
+    assert raw["roi_heads.mask_head.mask_fcn1.norm.weight"] == "norm.weight"  # the hazard
+    out, _ = to_detectron2(state)
+    matched = d2_suffix_match(d2_keys, list(out))
+    assert all(mk == ck for mk, ck in matched.items())  # exact names only: nothing lands in the heads
+    assert not any(k.startswith("roi_heads") for k in matched)
+
+
+def test_export_file_and_cli(tiny_checkpoint, tmp_path):
+    dst = export(tiny_checkpoint, tmp_path / "d2.pth")
+    loaded = torch.load(dst, map_location="cpu", weights_only=True)  # as fvcore's Checkpointer reads it
+    assert set(loaded) == {"model", "__author__"} and "backbone.net.blocks.0.norm1.weight" in loaded["model"]
+    assert main([str(tiny_checkpoint), str(tmp_path / "d2b.pth"), "--pretrain-img-size", "32",
+                 "--patch-size", "4"]) == 0
+    assert torch.load(tmp_path / "d2b.pth", weights_only=True)["model"]["backbone.net.pos_embed"].shape == (1, 65, 64)
+    assert main([str(tmp_path / "missing.pth"), str(tmp_path / "x.pth")]) == 2
+
+
+# ----------------------------------------------------------------------------------- with detectron2
+def test_detectron2_vit_loads_the_export(tiny_checkpoint, tmp_path):
+    pytest.importorskip("detectron2")
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import ViT
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = torch.nn.Module()
+            self.backbone.net = ViT(img_size=64, patch_size=16, embed_dim=64, depth=4, num_heads=4, window_size=4,
+                                    window_block_indexes=[0, 2], use_rel_pos=True, pretrain_img_size=224)
+
+    dst = export(tiny_checkpoint, tmp_path / "d2.pth")
+    model = Wrapper()
+    for query in ("", "?matching_heuristics=True"):
+        for p in model.parameters():  # start from something the export must overwrite
+            torch.nn.init.constant_(p, 0.123)
+        DetectionCheckpointer(model).load(str(dst) + query, checkpointables=[])
+        sd = model.state_dict()
+        exported = torch.load(dst, weights_only=True)["model"]
+        for k, v in exported.items():
+            torch.testing.assert_close(sd[k], v)
+        assert set(sd) - set(exported) == {k for k in sd if "rel_pos" in k}  # only the new tables left
+
+
+@pytest.mark.parametrize("name", ["mask_rcnn_vitdet_b_100ep.py", "mask_rcnn_vitdet_l_100ep.py",
+                                  "mask_rcnn_vitdet_h_75ep.py"])
+def test_lazyconfigs_load(name):
+    pytest.importorskip("detectron2")
+    from detectron2.config import LazyConfig
+    cfg = LazyConfig.load(str(D2_CONFIGS / name))
+    depth = {"b": 12, "l": 24, "h": 32}[name.split("_")[3]]
+    assert cfg.model.backbone.net.depth == depth
+    assert len(cfg.model.backbone.net.window_block_indexes) == depth - 4
+    assert cfg.optimizer.lr == 1e-4 and cfg.dataloader.train.total_batch_size == 64
+
+
+def test_lazyconfigs_are_valid_python():
+    # without detectron2: at least they parse, and name what the docs say
+    import ast
+    for name in ("mask_rcnn_vitdet_b_100ep.py", "mask_rcnn_vitdet_l_100ep.py", "mask_rcnn_vitdet_h_75ep.py"):
+        src = (D2_CONFIGS / name).read_text()
+        ast.parse(src)
+        assert "lr_decay_rate" in src or "lr_factor_func" in src
