@@ -8,12 +8,11 @@ Layout (the official zip, unchanged)::
 Annotation PNGs hold 0 (``other``/unlabelled) and 1..150. With ``reduce_zero_label`` (the ADE20K
 convention), 0 becomes the ignore index 255 and k becomes k - 1, so the model predicts 150 classes.
 Missing annotations are found when the dataset is built; image/label size mismatches are found
-then too (``check_sizes``, reading only the file headers); a label value outside the class range
-raises when the file is read. Every error names the file.
+then too (``check_sizes``, reading only the file headers, plus the values of the first 8 label
+maps); a label value outside the class range raises when its file is read. Every error names the file.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ from torch.utils.data import Dataset, Sampler
 
 from .transforms import IGNORE_INDEX
 
-logger = logging.getLogger("crossmae")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -100,6 +98,9 @@ class ADE20KDataset(Dataset):
             for img_path, ann_path in self.pairs:
                 with Image.open(img_path) as im, Image.open(ann_path) as an:
                     _check_size(im.size, an.size, img_path, ann_path)
+            # a wrong label coding (e.g. 0..K-1 read with reduce_zero_label) shows in the first files
+            for i in range(min(8, len(self.pairs))):
+                self.load(i)
 
     def __len__(self) -> int:
         return len(self.pairs)

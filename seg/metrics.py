@@ -28,10 +28,11 @@ def intersect_and_union(pred: torch.Tensor, label: torch.Tensor, num_classes: in
     if bad.any():
         raise ValueError(f"label values {sorted(set(label[bad].unique().tolist()))[:5]} outside [0, {num_classes}) "
                          f"and not the ignore index {ignore_index}")
-    # predictions are argmax over num_classes channels, so always in range
-    inter = torch.bincount(label[pred == label], minlength=num_classes)[:num_classes]
-    area_pred = torch.bincount(pred.clamp(0, num_classes - 1), minlength=num_classes)[:num_classes]
-    area_label = torch.bincount(label, minlength=num_classes)[:num_classes]
+    if ((pred < 0) | (pred >= num_classes)).any():
+        raise ValueError(f"predictions outside [0, {num_classes})")
+    inter = torch.bincount(label[pred == label], minlength=num_classes)
+    area_pred = torch.bincount(pred, minlength=num_classes)
+    area_label = torch.bincount(label, minlength=num_classes)
     union = area_pred + area_label - inter
     return torch.stack([inter, union, area_pred, area_label]).double()
 

@@ -52,6 +52,7 @@ def make_sample(h: int, w: int, rng: np.random.Generator, max_shapes: int = 3) -
             ah = rng.uniform(0.6, 1.4)
             mask = (np.abs(yy - cy) <= size / 2 * ah) & (np.abs(xx - cx) <= size / 2 / ah)
         else:
+            size = 1.4 * size  # a triangle covers half its box: enlarged to keep the classes balanced
             top = cy - size / 2
             t = (yy - top) / size  # 0 at the apex, 1 at the base
             mask = (t >= 0) & (t <= 1) & (np.abs(xx - cx) <= t * size / 2)

@@ -1,4 +1,4 @@
-"""UperNet semantic segmentation on ADE20K: training and evaluation entry.
+r"""UperNet semantic segmentation on ADE20K: training and evaluation entry.
 
     torchrun --nproc_per_node 8 -m seg.train --config configs/seg/upernet_vit_base_ade20k.yaml \
         pretrained=/ckpt/crossmae_vit_base.pth data.path=/data/ADEChallengeData2016 output_dir=out/seg_b
@@ -112,6 +112,7 @@ def run(cfg) -> dict:
     epochs = cfg.max_iters // cfg.iters_per_epoch
     root, class_names = resolve_data_root(cfg, out_dir, dist.is_main)
 
+    torch.manual_seed(cfg.seed)  # the heads' (and any new backbone part's) initialisation
     model = build_model(cfg)
     pretrained = cfg.pretrained
     if cfg.eval_only:
