@@ -74,6 +74,7 @@ def run(cfg) -> dict:
     setup_logging(out_dir)
     set_backend(cfg.attention)
     model_kwargs = dict(cfg.model)
+    torch.manual_seed(cfg.seed)  # the same weights at initialisation on every rank and every run
     model = build_model(model_kwargs.pop("name"), **model_kwargs)  # raises on bad names/ratios/sizes
     img_size = model.patch_embed.img_size[0]
     if cfg.batch_size < 1 or cfg.epochs < 1:

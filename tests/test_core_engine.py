@@ -218,3 +218,15 @@ def test_a_non_finite_loss_stops_the_run_without_touching_the_checkpoint(tmp_pat
         trainer.fit()
     after = load_checkpoint(tmp_path / "checkpoint.pth")
     assert after["epoch"] == 1 and all(torch.equal(before[k], after["model"][k]) for k in before)
+
+
+def test_transform_errors_are_not_mistaken_for_corrupt_images(tmp_path):
+    _png(tmp_path / "a" / "0.png")
+
+    def broken_transform(img):
+        raise TypeError("a bug in the transform")
+
+    ds = SafeImageFolder(tmp_path, transform=broken_transform)
+    with pytest.raises(TypeError, match="bug in the transform"):
+        ds[0]
+    assert ds.num_skipped() == 0

@@ -59,12 +59,20 @@ class SafeImageFolder(datasets.ImageFolder):
     def __getitem__(self, index: int):
         for attempt in range(self.max_retries):
             i = (index + attempt) % len(self.samples)
+            path, target = self.samples[i]
             try:
-                return super().__getitem__(i)
-            except Exception as e:  # PIL raises many types for broken files
+                img = self.loader(path)  # decodes fully (convert("RGB")), so broken files fail here
+            except (OSError, ValueError, SyntaxError) as e:  # what PIL raises for unreadable/truncated files
                 with self._skipped.get_lock():
                     self._skipped.value += 1
-                logger.warning("skipping unreadable image %s (%s: %s)", self.samples[i][0], type(e).__name__, e)
+                logger.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
+                continue
+            # transform errors are bugs, not bad files: they propagate
+            if self.transform is not None:
+                img = self.transform(img)
+            if self.target_transform is not None:
+                target = self.target_transform(target)
+            return img, target
         raise RuntimeError(f"{self.max_retries} unreadable images in a row from index {index} in {self.root}")
 
 
