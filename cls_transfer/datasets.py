@@ -21,7 +21,6 @@ Places365 (torchvision ``Places365``)::
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -31,8 +30,6 @@ from torchvision.datasets.folder import default_loader
 from torchvision.datasets.utils import check_integrity
 
 from crossmae.classification.data import imagefolder_dataset
-
-logger = logging.getLogger("crossmae")
 
 NUM_CLASSES = {"inat2019": 1010, "places365": 365}
 

@@ -41,12 +41,13 @@ def evaluate_only(cfg, model, evaluator, out_dir: Path, dist, pretrained: str, t
     start = time.time()
     metrics = evaluator(model)
     metrics["eval_time_s"] = time.time() - start
-    if not pretrained:
-        pretrained = str((ckpt.get("config") or {}).get("pretrained") or "")
+    recorded = (ckpt.get("config") or {}).get("pretrained")
+    if recorded:  # what the classifier was actually trained from
+        pretrained = recorded
     logger.info("%s on %d images: top1 %.2f  top5 %.2f", cfg.resume, metrics["num_samples"], metrics["top1"],
                 metrics["top5"])
-    return write_results(cfg, task, out_dir, {**metrics, "evaluated": str(Path(cfg.resume).resolve())},
-                         pretrained, dist.is_main)
+    return write_results(cfg, task, out_dir, metrics, pretrained, dist.is_main,
+                         evaluated=str(Path(cfg.resume).resolve()))
 
 
 def run(cfg, dataset_fn: Callable | None = None, task: str = "finetune") -> dict:
@@ -99,7 +100,9 @@ def run(cfg, dataset_fn: Callable | None = None, task: str = "finetune") -> dict
     final = trainer.fit()
     if not final:  # resumed a finished run: evaluate it once more
         final = evaluator(trainer.module)
-    metrics = {**final, "best_top1": trainer.best, "train_time_s": time.time() - start}
+    metrics = {**final, "train_time_s": time.time() - start}
+    if trainer.best is not None:
+        metrics["best_top1"] = trainer.best
     logger.info("%s done: top1 %.2f (best %.2f), top5 %.2f", task, final["top1"], trainer.best or final["top1"],
                 final["top5"])
     return write_results(cfg, task, out_dir, metrics, pretrained, dist.is_main)

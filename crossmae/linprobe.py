@@ -81,7 +81,9 @@ def run(cfg) -> dict:
     trainer.auto_resume(cfg.resume)
     start = time.time()
     final = trainer.fit() or evaluator(model)
-    metrics = {**final, "best_top1": trainer.best, "train_time_s": time.time() - start}
+    metrics = {**final, "train_time_s": time.time() - start}
+    if trainer.best is not None:
+        metrics["best_top1"] = trainer.best
     logger.info("linear probe done: top1 %.2f (best %.2f), top5 %.2f", final["top1"], trainer.best or final["top1"],
                 final["top5"])
     return write_results(cfg, "linprobe", out_dir, metrics, pretrained, dist.is_main)

@@ -23,6 +23,9 @@ ARGS=()
 [ -n "$PRETRAINED" ] && ARGS+=("pretrained=$PRETRAINED")
 [ -n "$DATA" ] && ARGS+=("data.path=$DATA")
 NGPUS="${NGPUS:-$("$PYTHON" -c 'import torch; print(max(1, torch.cuda.device_count()))')}"
+if [ "$NGPUS" -eq 1 ] && [ "${NNODES:-1}" -eq 1 ]; then  # one process (a single GPU, or CPU): no torchrun
+  exec "$PYTHON" -m crossmae.cli finetune --config "$CONFIG" "${ARGS[@]}" "$@"
+fi
 exec torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --nproc_per_node="$NGPUS" \
   --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
   -m crossmae.cli finetune --config "$CONFIG" "${ARGS[@]}" "$@"

@@ -37,15 +37,21 @@ def create_model(cfg) -> tuple[torch.nn.Module, dict, str]:
     ckpt, path = None, ""
     if cfg.pretrained:
         path = str(Path(cfg.pretrained).expanduser().resolve())
+        if not cfg.eval_only:
+            cfg.pretrained = path  # saved configs name the file absolutely
+    if cfg.eval_only:  # the trained classifier records its architecture; the pretraining file is not needed
+        ckpt = load_checkpoint(cfg.resume)
+    elif cfg.pretrained:
         ckpt = load_checkpoint(path)
-    elif cfg.model.arch == "auto" and cfg.resume:  # eval_only / resume of a run whose config recorded the arch
+    elif cfg.model.arch == "auto" and cfg.resume:  # resume of a run whose config recorded the arch
         ckpt = load_checkpoint(cfg.resume)
     arch = resolve_arch(cfg.model, ckpt)
     for k, v in arch.items():
         setattr(cfg.model, k, v)
+    torch.manual_seed(cfg.seed)  # the fresh head (and a random_init encoder) is reproducible
     model = build_classifier(cfg.data.nb_classes, global_pool=cfg.model.global_pool,
                              drop_path_rate=cfg.model.drop_path_rate, **arch)
-    if cfg.pretrained and not cfg.random_init:
+    if cfg.pretrained and not cfg.random_init and not cfg.eval_only:  # eval_only loads the trained weights
         load_encoder(model, model_state(ckpt, path), source=path)
     elif cfg.random_init:
         logger.warning("random_init=true: the encoder keeps its random initialisation (a control run)")
@@ -91,10 +97,11 @@ def load_trained(model: torch.nn.Module, path: str) -> dict:
     return ckpt
 
 
-def write_results(cfg, task: str, out_dir: Path, metrics: dict, pretrained: str, is_main: bool) -> dict:
+def write_results(cfg, task: str, out_dir: Path, metrics: dict, pretrained: str, is_main: bool,
+                  **extra) -> dict:
     # a random-init control has no pretraining checkpoint, whatever architecture it borrowed
     summary = {"task": task, "dataset": dataset_name(cfg.data), "checkpoint": "" if cfg.random_init else pretrained,
-               "random_init": bool(cfg.random_init), "metrics": metrics, "config": to_dict(cfg)}
+               "random_init": bool(cfg.random_init), "metrics": metrics, "config": to_dict(cfg), **extra}
     if is_main:
         write_json(out_dir / "results.json", summary)
     return summary

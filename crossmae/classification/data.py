@@ -13,6 +13,8 @@ DatasetFn = Callable[[object, str, Callable], object]
 
 def imagefolder_dataset(data_cfg, split: str, transform) -> SafeImageFolder:
     root = Path(data_cfg.path).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.path {root} does not exist or is not a directory")
     if not (root / split).is_dir():  # split_dir would fall back to root for 'train'; classification needs both
         raise FileNotFoundError(f"data.path {root}: split {split!r} not found (expected {root / split}/<class>/...)")
     return SafeImageFolder(split_dir(root, split), transform=transform)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import torch.nn as nn
+from PIL import Image, ImageOps
 from timm.data import Mixup, create_transform
+from timm.data.auto_augment import RandAugment
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torchvision import transforms
 
@@ -14,9 +16,25 @@ BICUBIC = transforms.InterpolationMode.BICUBIC
 def finetune_transform(img_size: int, auto_augment: str | None = "rand-m9-mstd0.5-inc1", color_jitter: float = 0.4,
                        reprob: float = 0.25, remode: str = "pixel", recount: int = 1):
     """RandomResizedCrop(0.08-1) + flip + RandAugment + random erasing (timm's ImageNet train transform)."""
-    return create_transform(input_size=img_size, is_training=True, color_jitter=color_jitter,
-                            auto_augment=auto_augment or None, interpolation="bicubic", re_prob=reprob,
-                            re_mode=remode, re_count=recount, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    tf = create_transform(input_size=img_size, is_training=True, color_jitter=color_jitter,
+                          auto_augment=auto_augment or None, interpolation="bicubic", re_prob=reprob,
+                          re_mode=remode, re_count=recount, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    for t in getattr(tf, "transforms", []):
+        if isinstance(t, RandAugment):
+            for op in t.ops:
+                if op.name.startswith("Posterize"):
+                    op.aug_fn = posterize_keep_zero_ok
+    return tf
+
+
+def posterize_keep_zero_ok(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """timm's posterize, but keeping 0 bits gives a black image as it did with older Pillow; current
+    Pillow raises for bits < 1, which 'inc1' RandAugment reaches at magnitude 10 (m9 + std 0.5)."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep < 1:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
 
 
 def linprobe_transform(img_size: int):
