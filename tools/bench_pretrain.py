@@ -27,43 +27,59 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="*", choices=list(B.SIZES), default=None,
                    help="sizes to time (default: small on CPU, all on GPU; none: FLOPs only)")
     p.add_argument("--flop-sizes", nargs="+", choices=list(B.SIZES), default=list(B.SIZES))
-    p.add_argument("--configs", nargs="+", default=list(B.CONFIGS), help=f"from {', '.join(B.CONFIGS)}")
-    p.add_argument("--batch-size", type=int, default=64 if cuda else 8)
-    p.add_argument("--repeats", type=int, default=10 if cuda else 5, help="timed rounds per configuration")
+    p.add_argument("--configs", nargs="+", default=list(B.CONFIGS) if cuda else list(B.PAPER_CONFIGS),
+                   help=f"configurations to time, from {', '.join(B.CONFIGS)} (default: all on GPU, "
+                        f"{' '.join(B.PAPER_CONFIGS)} on CPU); FLOPs are counted for all of them")
+    p.add_argument("--batch-size", type=int, default=64 if cuda else 4)
+    p.add_argument("--repeats", type=int, default=10 if cuda else 3, help="timed rounds per configuration")
     p.add_argument("--warmup", type=int, default=2 if cuda else 1, help="untimed rounds first")
     p.add_argument("--steps-per-repeat", type=int, default=5 if cuda else 1)
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--device", default="cuda" if cuda else "cpu")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (CPU device only). 1 by default: then the process CPU time is the work done, "
+                        "even with other jobs on the machine; more threads measure throughput instead")
     p.add_argument("--precision", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32")
     p.add_argument("--attention", default="sdpa", choices=["sdpa", "flash"])
     p.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s for MFU (default: by GPU name)")
+    p.add_argument("--model-kwargs", default="{}",
+                   help='JSON model keyword arguments applied to every configuration, '
+                        'e.g. \'{"decoder_embed_dim": 768}\'')
     p.add_argument("--output", default=None, help="write everything as JSON here")
     args = p.parse_args(argv)
     try:
         configs = B.parse_configs(args.configs)
     except ValueError as e:
         p.error(str(e))
+    try:
+        overrides = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as e:
+        p.error(f"--model-kwargs is not valid JSON: {e}")
     sizes = args.sizes if args.sizes is not None else (list(B.SIZES) if args.device.startswith("cuda") else ["small"])
 
+    if not args.device.startswith("cuda"):
+        torch.set_num_threads(args.threads)
     from crossmae.models.blocks import set_backend
     set_backend(args.attention)
-    counted = B.count_all(args.flop_sizes, configs, args.img_size)
+    all_configs = list(B.CONFIGS.values())
+    counted = B.count_all(args.flop_sizes, all_configs, args.img_size, overrides)
     ratios = B.decoder_ratios(counted)
     timed = []
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     peak = args.peak_tflops or (B.peak_tflops(device_name) if args.device.startswith("cuda") else None)
     for size in sizes:
         if size not in args.flop_sizes:
-            counted += B.count_all([size], configs, args.img_size)
+            counted += B.count_all([size], all_configs, args.img_size, overrides)
         timed += B.time_configs(size, configs, args.batch_size, args.repeats, args.warmup, args.steps_per_repeat,
-                                args.img_size, args.device, args.precision)
+                                args.img_size, args.device, args.precision, overrides=overrides)
     B.add_mfu(timed, counted, peak)
-    print(f"device: {device_name}" + (f", peak {peak} TFLOP/s bf16" if peak else ""))
+    print(f"device: {device_name}" + (f", peak {peak} TFLOP/s bf16" if peak else "")
+          + ("" if args.device.startswith("cuda") else f", {torch.get_num_threads()} thread(s)"))
     print(B.format_report(counted, timed, ratios))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(
-            {"device": device_name, "peak_tflops": peak, "args": vars(args), "configs": B.config_dicts(configs),
+            {"device": device_name, "threads": torch.get_num_threads(), "peak_tflops": peak, "args": vars(args), "configs": B.config_dicts(configs),
              "flops": counted, "decoder_ratios": ratios, "timing": timed,
              "paper": {"decoder_gflops_vit_b": B.PAPER_DECODER_GFLOPS, "ratio_range": B.PAPER_RATIO_RANGE}},
             indent=2))

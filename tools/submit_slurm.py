@@ -1,8 +1,11 @@
 #!/usr/bin/env python
-"""Submit any ``crossmae`` command to SLURM with submitit: one task per GPU over N nodes.
+"""Submit a toolkit command to SLURM with submitit: one task per GPU over N nodes.
 
     python tools/submit_slurm.py --nodes 4 --gpus-per-node 8 --partition gpu --timeout 4320 -- \
         pretrain --config configs/pretrain/crossmae_vit_large.yaml data.path=/data/imagenet
+
+The command after ``--`` is a ``crossmae`` command (pretrain, finetune, linprobe), or ``det``, ``seg`` or
+``cls_transfer`` followed by the arguments of tools/train_vitdet.py, tools/train_seg.py or ``python -m cls_transfer``.
 
 A job stopped at its time limit or preempted is requeued and resumes from ``<output_dir>/checkpoint.pth``.
 """
@@ -21,12 +24,20 @@ class Task:
         import submitit
         # sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT from the SLURM job
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        from crossmae.cli import main
-        return main(self.argv)
+        return run_command(self.argv)
 
     def checkpoint(self):
         import submitit
         return submitit.helpers.DelayedSubmission(Task(self.argv))  # auto-resume picks up checkpoint.pth
+
+
+def run_command(argv: list[str]) -> int:
+    import importlib
+    downstream = {"det": "det.train", "seg": "seg.train", "cls_transfer": "cls_transfer.__main__"}
+    if argv and argv[0] in downstream:
+        return importlib.import_module(downstream[argv[0]]).cli(argv[1:])
+    from crossmae.cli import main
+    return main(argv)
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Collect every results.json under the given directories into the paper's tables (Markdown, CSV,
+LaTeX) with the published numbers and deltas, and plot the training curves of every run.
+
+    python tools/collect.py output/ --output-dir results/
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from crossmae.analysis import collect as C  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("roots", nargs="+", help="directories searched recursively for results.json and training logs")
+    p.add_argument("--output-dir", default="results")
+    p.add_argument("--references", default=str(C.REFERENCE_FILE), help="YAML of published numbers")
+    p.add_argument("--no-curves", action="store_true")
+    args = p.parse_args(argv)
+    tables, rows, problems = C.collect(args.roots, args.references)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("results.md", tables.markdown), ("results.csv", tables.csv), ("results.tex", tables.latex)):
+        (out / name).write_text(text)
+    print(tables.markdown)
+    print(f"{len(rows)} pretrained checkpoints, {len(problems)} problems; wrote results.md, results.csv, results.tex "
+          f"in {out}")
+    if not args.no_curves:
+        logs = C.find_logs(args.roots)
+        series = {_label(run, args.roots): C.curve_series(lg) for run, lg in logs.items()}
+        series = {k: v for k, v in series.items() if v}
+        if series:
+            from crossmae.analysis.figures import curves_figure
+            print(f"wrote {curves_figure(series, out / 'curves.png')} ({len(series)} runs)")
+        else:
+            print("no training logs found: no curves")
+    return 0
+
+
+def _label(run: Path, roots: list[str]) -> str:
+    for root in roots:
+        try:
+            rel = run.relative_to(Path(root).expanduser().resolve())
+            return str(rel) if str(rel) != "." else run.name
+        except ValueError:
+            continue
+    return run.name
+
+
+if __name__ == "__main__":
+    sys.exit(main())
