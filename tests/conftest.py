@@ -9,7 +9,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one intra-op thread: tiny models gain nothing from more, and a loaded machine loses a lot (measured ~6x)
+torch.set_num_threads(int(os.environ.get("CROSSMAE_TEST_THREADS", "1")))
 
 # a tiny CrossMAE: 32 px images, 4 px patches (8 x 8 grid), 4 encoder blocks of width 64
 TINY_CROSSMAE = dict(name="crossmae_vit_small_patch16", img_size=32, patch_size=4, embed_dim=64, depth=4,

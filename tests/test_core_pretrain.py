@@ -85,3 +85,15 @@ def test_effective_batch_and_lr_rules():
     assert pretrain_lr(1.5e-4, None, 4096, 0.75, 0.25, False) == pytest.approx(2.4e-3)
     assert pretrain_lr(1.5e-4, None, 4096, 0.75, 0.25, True) == pytest.approx(0.8e-3)  # the release's scaling
     assert pretrain_lr(1.5e-4, 1e-3, 4096, 0.75, 0.25, True) == 1e-3
+
+
+def test_slurm_submission_dry_run(capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("submit_slurm", REPO / "tools/submit_slurm.py")
+    submit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(submit)
+    assert submit.main(["--nodes", "2", "--partition", "gpu", "--dry-run", "--", "pretrain", "--config", DEMO]) == 0
+    out = capsys.readouterr().out
+    assert "crossmae pretrain --config" in out and "'nodes': 2" in out and "'tasks_per_node': 8" in out
+    with pytest.raises(SystemExit, match="usage"):
+        submit.main(["--nodes", "2"])
