@@ -57,8 +57,17 @@ def main(argv=None) -> int:
         p.error(f"--model-kwargs is not valid JSON: {e}")
     sizes = args.sizes if args.sizes is not None else (list(B.SIZES) if args.device.startswith("cuda") else ["small"])
 
+    threads_before = torch.get_num_threads()
     if not args.device.startswith("cuda"):
         torch.set_num_threads(args.threads)
+    try:
+        run(args, configs, sizes, overrides)
+    finally:
+        torch.set_num_threads(threads_before)
+    return 0
+
+
+def run(args, configs, sizes, overrides) -> None:
     from crossmae.models.blocks import set_backend
     set_backend(args.attention)
     all_configs = list(B.CONFIGS.values())
@@ -79,12 +88,11 @@ def main(argv=None) -> int:
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(
-            {"device": device_name, "threads": torch.get_num_threads(), "peak_tflops": peak, "args": vars(args), "configs": B.config_dicts(configs),
-             "flops": counted, "decoder_ratios": ratios, "timing": timed,
+            {"device": device_name, "threads": torch.get_num_threads(), "peak_tflops": peak, "args": vars(args),
+             "configs": B.config_dicts(configs), "flops": counted, "decoder_ratios": ratios, "timing": timed,
              "paper": {"decoder_gflops_vit_b": B.PAPER_DECODER_GFLOPS, "ratio_range": B.PAPER_RATIO_RANGE}},
             indent=2))
         print(f"wrote {args.output}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,5 +7,6 @@ flops           FLOPs (with attention) and parameter counts, encoder / decoder
 benchmark       interleaved training-step timing, memory, images/s, MFU
 collect         results.json scanning, the paper-shaped tables and training curves
 figures         matplotlib figures for all of the above
+tables          Markdown / CSV / LaTeX writers
 loading         rebuild a model from any pretraining checkpoint; evaluation images
 """

@@ -160,3 +160,62 @@ def masks_with_query(batch_size: int, num_patches: int, mask_ratio: float, pred_
     visible_mask = torch.zeros(batch_size, num_patches, dtype=torch.bool, device=noise.device)
     visible_mask.scatter_(1, ids_keep, True)
     return Masks(ids_keep, ids_pred, ids_shuffle.argsort(dim=1), pred_mask, visible_mask)
+
+
+def query_distance_stats(maps: torch.Tensor, query: int, grid_w: int) -> dict[str, list[float]]:
+    """Per block: the attention-weighted mean distance (in patches) from the query to the visible keys it
+    reads, and the total weight on patches (the rest is on cls); maps [D, B, gh, gw] as crossmae_query_maps."""
+    d, b, gh, gw = maps.shape
+    ys, xs = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    qy, qx = divmod(query, grid_w)
+    dist = ((ys - qy) ** 2 + (xs - qx) ** 2).float().sqrt().to(maps.device)
+    w = torch.nan_to_num(maps.float(), nan=0.0)
+    total = w.sum((-2, -1))  # [D, B]
+    mean_dist = (w * dist).sum((-2, -1)) / total.clamp_min(1e-12)
+    return {"mean_distance": mean_dist.mean(1).tolist(), "patch_weight": total.mean(1).tolist()}
+
+
+@torch.no_grad()
+def dataset_attention_mass(model: MAE, batches, mask_ratio: float | None = None, seed: int = 0,
+                           progress: bool = True) -> dict:
+    """Attention mass over every image of ``batches`` (an iterable of (images, labels)), with random masks
+    drawn from a generator seeded by ``seed`` (same masks for the same data and seed)."""
+    from tqdm import tqdm
+
+    from ..masking import random_masking
+    from .loading import move_masks
+    device = next(model.parameters()).device
+    ratio = model.mask_ratio if mask_ratio is None else mask_ratio
+    g = torch.Generator().manual_seed(seed)
+    acc = MassAccumulator()
+    for imgs, *_ in tqdm(batches, desc="attention mass", disable=not progress, leave=False):
+        imgs = imgs.to(device)
+        masks = move_masks(random_masking(imgs.shape[0], model.num_patches, ratio, ratio, generator=g), device)
+        acc.update([attention_mass(a, masks.visible_mask) for a in mae_decoder_attention(model, imgs, masks)])
+    out = acc.result()
+    out["mask_ratio"] = ratio
+    return out
+
+
+@torch.no_grad()
+def dataset_query_maps(model: CrossMAE, batches, query: int, seed: int = 0, progress: bool = True) -> dict:
+    """crossmae_query_maps over a dataset: per-block attention-weighted distance from the query and the
+    weight on patches (vs cls), averaged over images."""
+    from tqdm import tqdm
+
+    from .loading import move_masks
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    sums, count = None, 0
+    for imgs, *_ in tqdm(batches, desc="query maps", disable=not progress, leave=False):
+        imgs = imgs.to(device)
+        masks = move_masks(masks_with_query(imgs.shape[0], model.num_patches, model.mask_ratio, model.pred_ratio,
+                                            query, generator=g), device)
+        stats = query_distance_stats(crossmae_query_maps(model, imgs, masks, query), query, model.grid_size[1])
+        n = imgs.shape[0]
+        sums = {k: [s * n for s in v] for k, v in stats.items()} if sums is None else \
+            {k: [a + s * n for a, s in zip(sums[k], v)] for k, v in stats.items()}
+        count += n
+    if not count:
+        raise ValueError("no images were analysed")
+    return {"num_images": count, "query": query, **{k: [s / count for s in v] for k, v in sums.items()}}

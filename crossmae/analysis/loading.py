@@ -64,7 +64,11 @@ def load_pretrained(path: str | os.PathLike, model_name: str | None = None, mode
     model_kwargs = dict(model_kwargs or {})
     model = build_model(model_name, **model_kwargs)
     state = {k.removeprefix("module."): v for k, v in model_state(ckpt, path).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointError(f"{path} does not match model {model_name}({model_kwargs}): "
+                              f"{str(e).splitlines()[-1].strip()}") from e
     # decoder_pos_embed / pos_embed are fixed buffers-as-parameters; old files may lack them
     missing = [k for k in missing if k not in ("pos_embed", "decoder_pos_embed")]
     if missing or unexpected:
@@ -107,3 +111,46 @@ def image_folder(root: str | os.PathLike, img_size: int, max_images: int | None 
 
 def image_size(model: nn.Module) -> int:
     return int(model.patch_embed.img_size[0])
+
+
+def move_masks(masks, device):
+    """A Masks tuple on another device."""
+    return type(masks)(*(t.to(device) for t in masks))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def add_model_args(parser) -> None:
+    """Command-line arguments every analysis tool shares to name a checkpoint and its model."""
+    parser.add_argument("--checkpoint", required=True, help="pretraining checkpoint (ours, or the official release's)")
+    parser.add_argument("--model", default=None,
+                        help="model factory name, for files that do not record it (e.g. mae_vit_base_patch16)")
+    parser.add_argument("--model-kwargs", default="{}", help='JSON keyword arguments, e.g. \'{"decoder_depth": 8}\'')
+    parser.add_argument("--device", default="auto")
+
+
+def load_from_args(args) -> tuple[nn.Module, dict]:
+    import json
+    try:
+        kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model-kwargs is not valid JSON: {e}") from e
+    if not isinstance(kwargs, dict):
+        raise ValueError("--model-kwargs must be a JSON object")
+    return load_pretrained(args.checkpoint, args.model, kwargs, resolve_device(args.device))
+
+
+def loader(dataset, batch_size: int, num_workers: int = 0):
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def spread_batch(dataset, n: int) -> torch.Tensor:
+    """``n`` images taken at evenly spaced indices (ImageFolder sorts by class, so they span the classes)."""
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty")
+    n = min(n, len(dataset))
+    return torch.stack([dataset[int(i * len(dataset) / n)][0] for i in range(n)])

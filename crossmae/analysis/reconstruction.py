@@ -71,10 +71,33 @@ def reconstruct(model, imgs: torch.Tensor, masks: Masks) -> dict:
     masked_only = grey * (1 - visible) + target * visible
     pasted = [to_img(paste(masked_only, r, ids_pred)) for r in readouts]
     psnr_blocks = torch.stack([masked_psnr(original, img, masks.pred_mask.cpu(), p) for img in pasted])
-    return {"original": original, "masked": to_img(masked_only), "reconstruction": to_img(paste(grey, readouts[-1], ids_pred)),
-            "pasted": pasted[-1], "blocks": pasted, "psnr": psnr_blocks[-1], "psnr_blocks": psnr_blocks}
+    return {"original": original, "masked": to_img(masked_only),
+            "reconstruction": to_img(paste(grey, readouts[-1], ids_pred)), "pasted": pasted[-1], "blocks": pasted, "psnr": psnr_blocks[-1], "psnr_blocks": psnr_blocks}
 
 
 def denormalize_batch(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([denormalize(img) for img in x])
 
+
+
+@torch.no_grad()
+def dataset_psnr(model, batches, seed: int = 0, progress: bool = True) -> dict:
+    """Mean per-image PSNR on predicted patches over ``batches``, for the final prediction and every
+    decoder block's readout; random masks from a generator seeded by ``seed``."""
+    from tqdm import tqdm
+
+    from .loading import move_masks
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    per_block, count = None, 0
+    for imgs, *_ in tqdm(batches, desc="reconstructions", disable=not progress, leave=False):
+        imgs = imgs.to(device)
+        masks = move_masks(model.sample_masks(imgs.cpu(), generator=g), device)
+        rec = reconstruct(model, imgs, masks)
+        sums = rec["psnr_blocks"].double().sum(1)
+        per_block = sums if per_block is None else per_block + sums
+        count += imgs.shape[0]
+    if not count:
+        raise ValueError("no images were analysed")
+    blocks = (per_block / count).tolist()
+    return {"num_images": count, "psnr": blocks[-1], "psnr_blocks": blocks}

@@ -109,12 +109,15 @@ def test_interleaved_timing_and_report(monkeypatch):
 
 def test_bench_tool_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
     rc = load_tool("bench_pretrain").main(["--flop-sizes", "small", "--sizes", "small", "--img-size", "32",
                                            "--configs", "mae-d8", "cross0.75-d12", "--batch-size", "2",
                                            "--repeats", "1", "--warmup", "0", "--output", str(out),
                                            "--model-kwargs",
                                            json.dumps({k: v for k, v in TINY.items() if k != "img_size"})])
     assert rc == 0
+    assert torch.get_num_threads() == threads  # the tool's single CPU thread is given back
     data = json.loads(out.read_text())
+    assert data["threads"] == 1
     assert len(data["flops"]) == len(B.CONFIGS) and [t["config"] for t in data["timing"]] == ["mae-d8", "cross0.75-d12"]
     assert "MAE d8" in capsys.readouterr().out

@@ -1,0 +1,433 @@
+"""Collect ``results.json`` files into the paper's tables, and the training logs into curves.
+
+Every training / evaluation run writes ``<output_dir>/results.json`` (crossmae.engine.logging.write_json):
+``{"task", "dataset", "checkpoint", "metrics", ...}``; pretraining runs add ``model``, ``epochs``,
+``mask_ratio``, ``pred_ratio``, ``decoder_depth``, ``decoder``. A downstream result joins the pretraining
+run whose ``checkpoint`` it names (same resolved path); the table has one row per pretrained checkpoint
+and one column per downstream benchmark, with the published reference numbers and the delta.
+Nothing that cannot be read stops the table: corrupt or incomplete files and unfinished runs are
+listed as problems.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .tables import csv_table, fmt, latex_table, markdown_table
+
+REFERENCE_FILE = Path(__file__).with_name("reference_numbers.yaml")
+SIZE_NAMES = ("small", "base", "large", "huge")
+LOG_FILES = ("epoch_log.jsonl", "train_log.jsonl")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    task: str
+    datasets: tuple[str, ...]  # normalised dataset names (lowercase alphanumerics)
+    metric: str
+
+
+COLUMNS = (
+    Column("in1k_ft", "IN-1K fine-tune", "finetune", ("imagenet", "imagenet1k", "in1k", "ilsvrc2012"), "top1"),
+    Column("linprobe", "Linear probe", "linprobe", ("imagenet", "imagenet1k", "in1k", "ilsvrc2012"), "top1"),
+    Column("coco_box", "COCO APbox", "det", ("coco", "coco2017"), "bbox_AP"),
+    Column("coco_mask", "COCO APmask", "det", ("coco", "coco2017"), "segm_AP"),
+    Column("ade20k_miou", "ADE20K mIoU", "seg", ("ade20k", "ade", "ade20k2016", "ade20k2021"), "mIoU"),
+    Column("inat2019", "iNat2019", "cls_transfer", ("inat2019", "inaturalist2019", "inaturalist"), "top1"),
+    Column("places365", "Places365", "cls_transfer", ("places365", "places365standard", "places"), "top1"),
+)
+# the headline metric of a task, for results on datasets outside the standard columns
+TASK_METRICS = {"finetune": ("top1",), "linprobe": ("top1",), "cls_transfer": ("top1",),
+                "det": ("bbox_AP", "segm_AP"), "seg": ("mIoU",)}
+DOWNSTREAM_TASKS = tuple(TASK_METRICS)
+
+
+def norm_name(name: Any) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+@dataclass
+class Problem:
+    path: str
+    kind: str  # corrupt | invalid | incomplete | unmatched | duplicate | log
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.path}: {self.message}"
+
+
+@dataclass
+class Row:
+    """One pretrained checkpoint."""
+    checkpoint: str
+    label: str
+    method: str | None = None  # "mae" | "crossmae"
+    size: str | None = None  # small/base/large/huge, or "custom" for a non-standard architecture
+    epochs: int | None = None
+    mask_ratio: float | None = None
+    pred_ratio: float | None = None
+    decoder_depth: int | None = None
+    resolution: int | None = None
+    model: str | None = None
+    values: dict[str, float] = field(default_factory=dict)  # column key -> our number
+    sources: dict[str, str] = field(default_factory=dict)  # column key -> results.json it came from
+    mtimes: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def method_label(self) -> str:
+        if self.method == "mae":
+            return "MAE"
+        if self.method == "crossmae":
+            return f"CrossMAE ({self.pred_ratio:g})" if self.pred_ratio is not None else "CrossMAE"
+        return "?"
+
+    @property
+    def size_label(self) -> str:
+        return f"ViT-{self.size[0].upper()}" if self.size in SIZE_NAMES else (self.size or "?")
+
+
+# ------------------------------------------------------------------ reading
+def read_results(path: Path) -> tuple[dict | None, Problem | None]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, Problem(str(path), "corrupt", f"cannot parse: {e}")
+    if not isinstance(data, dict):
+        return None, Problem(str(path), "invalid", f"holds a {type(data).__name__}, not an object")
+    missing = [k for k in ("task", "checkpoint", "metrics") if k not in data]
+    if missing:
+        return None, Problem(str(path), "invalid", f"lacks {missing}")
+    if not isinstance(data["metrics"], dict):
+        return None, Problem(str(path), "invalid", "'metrics' is not an object")
+    return data, None
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], int]:
+    """Records of a JSON-lines log and the number of unreadable lines (e.g. a line cut by a crash)."""
+    records, bad = [], 0
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return [], 1
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+        else:
+            bad += 1
+    return records, bad
+
+
+def scan(roots: list[str | Path]) -> tuple[list[tuple[Path, dict]], list[Problem]]:
+    """Every readable results.json under ``roots``, and problems: unreadable files, and run directories
+    with training logs or checkpoints but no results.json (unfinished, or killed)."""
+    found, problems, seen = [], [], set()
+    for root in roots:
+        root = Path(root).expanduser()
+        if not root.exists():
+            problems.append(Problem(str(root), "invalid", "does not exist"))
+            continue
+        for path in sorted(root.rglob("results.json")) if root.is_dir() else [root]:
+            path = path.resolve()
+            if path in seen:
+                continue
+            seen.add(path)
+            data, problem = read_results(path)
+            if problem:
+                problems.append(problem)
+            else:
+                found.append((path, data))
+        markers = [m for name in LOG_FILES + ("checkpoint.pth",) for m in root.rglob(name)] if root.is_dir() else []
+        for marker in sorted(markers):
+            if not (marker.parent / "results.json").exists():
+                run = marker.parent.resolve()
+                if run in seen:
+                    continue
+                seen.add(run)
+                problems.append(Problem(str(run), "incomplete", f"no results.json yet ({_progress(run)})"))
+    return found, problems
+
+
+def _progress(run: Path) -> str:
+    records, _ = read_jsonl(run / "epoch_log.jsonl")
+    epochs = [r["epoch"] for r in records if isinstance(r.get("epoch"), (int, float))]
+    if epochs:
+        return f"last logged epoch {max(epochs):g}"
+    return "no epoch finished" if (run / "train_log.jsonl").exists() else "checkpoint only"
+
+
+# ------------------------------------------------------------------ rows
+def _model_kwargs(run_dir: Path) -> dict:
+    """Model keyword arguments from the run's config.yaml (written by pretraining), if readable."""
+    cfg = run_dir / "config.yaml"
+    if not cfg.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(cfg.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, dict) else {}
+
+
+def _size(model_name: str, kwargs: dict) -> tuple[str | None, int]:
+    """(size, resolution): the ViT size in the factory name, or "custom" when config.yaml overrides its
+    architecture (then no published number applies)."""
+    from ..models import SIZES
+    m = re.search(r"vit_(small|base|large|huge)", model_name or "")
+    if not m:
+        return None, int(kwargs.get("img_size", 224))
+    size = m.group(1)
+    arch = {k: kwargs[k] for k in ("patch_size", "embed_dim", "depth", "num_heads") if k in kwargs}
+    custom = any(SIZES[size][k] != v for k, v in arch.items())
+    return ("custom" if custom else size), int(kwargs.get("img_size", 224))
+
+
+def pretrain_row(path: Path, data: dict) -> Row:
+    kwargs = _model_kwargs(path.parent)
+    model = str(data.get("model", kwargs.get("name", "")))
+    size, resolution = _size(model, kwargs)
+    decoder = norm_name(data.get("decoder", ""))
+    method = "crossmae" if decoder == "crossmae" or model.startswith("crossmae") else \
+        "mae" if decoder == "mae" or model.startswith("mae") else None
+    return Row(checkpoint=_resolve(data["checkpoint"], path.parent), label=path.parent.name, method=method,
+               size=size, epochs=_int(data.get("epochs")), mask_ratio=_float(data.get("mask_ratio")),
+               pred_ratio=_float(data.get("pred_ratio")) if method == "crossmae" else None,
+               decoder_depth=_int(data.get("decoder_depth")), resolution=resolution, model=model)
+
+
+def _resolve(checkpoint: str, base: Path) -> str:
+    p = Path(str(checkpoint)).expanduser()
+    return str((p if p.is_absolute() else base / p).resolve())
+
+
+def _int(v) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(v) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _row_for(checkpoint: str, rows: dict[str, Row], problems: list[Problem], source: Path) -> Row:
+    """The row of a downstream result's checkpoint: its pretraining run; a kept snapshot of a known run
+    (checkpoint-XXXX.pth: same run, epochs from the name); or a new row for an unknown file."""
+    if checkpoint in rows:
+        return rows[checkpoint]
+    ckpt = Path(checkpoint)
+    parent = next((r for r in rows.values() if Path(r.checkpoint).parent == ckpt.parent), None)
+    m = re.fullmatch(r"checkpoint-(\d+)\.pth", ckpt.name)
+    if parent is not None:
+        row = Row(**{**parent.__dict__, "checkpoint": checkpoint, "label": f"{parent.label}/{ckpt.name}",
+                     "values": {}, "sources": {}, "mtimes": {}})
+        row.epochs = int(m.group(1)) if m else None
+    else:
+        row = Row(checkpoint=checkpoint, label=f"{ckpt.parent.name}/{ckpt.name}")
+        problems.append(Problem(str(source), "unmatched", f"no pretraining results.json for checkpoint {checkpoint}; "
+                                                          f"its row has no model attributes"))
+    rows[checkpoint] = row
+    return row
+
+
+def columns_for(data: dict) -> list[tuple[str, str]]:
+    """(column key, metric name) pairs a downstream result fills: standard columns for known datasets,
+    extra columns "<task>/<dataset> <metric>" for others."""
+    task, dataset = str(data.get("task")), norm_name(data.get("dataset", ""))
+    std = [(c.key, c.metric) for c in COLUMNS if c.task == task and dataset in c.datasets]
+    if std:
+        return std
+    return [(f"{task}/{data.get('dataset', '?')} {metric}", metric) for metric in TASK_METRICS.get(task, ())]
+
+
+def build_rows(found: list[tuple[Path, dict]], problems: list[Problem]) -> tuple[list[Row], list[str]]:
+    """Rows (pretraining order, then unknown checkpoints) and the extra column keys seen."""
+    rows: dict[str, Row] = {}
+    for path, data in found:
+        if data["task"] == "pretrain":
+            row = pretrain_row(path, data)
+            if row.checkpoint in rows:
+                problems.append(Problem(str(path), "duplicate", f"a second pretraining result for {row.checkpoint}"))
+            rows[row.checkpoint] = row
+    extra: list[str] = []
+    for path, data in found:
+        task = data["task"]
+        if task == "pretrain":
+            continue
+        if task not in DOWNSTREAM_TASKS:
+            problems.append(Problem(str(path), "invalid", f"unknown task {task!r}"))
+            continue
+        row = _row_for(_resolve(data["checkpoint"], path.parent), rows, problems, path)
+        cols = columns_for(data)
+        for key, metric in cols:
+            value = _float(data["metrics"].get(metric))
+            if value is None or not math.isfinite(value):
+                problems.append(Problem(str(path), "invalid", f"metric {metric!r} missing or not a number"))
+                continue
+            if key not in [c.key for c in COLUMNS] and key not in extra:
+                extra.append(key)
+            mtime = path.stat().st_mtime
+            if key in row.values:
+                older, newer = sorted([(row.mtimes[key], row.sources[key]), (mtime, str(path))])
+                problems.append(Problem(newer[1], "duplicate", f"{key} also in {older[1]}; the newer file is used"))
+                if mtime < row.mtimes[key]:
+                    continue
+            row.values[key], row.sources[key], row.mtimes[key] = value, str(path), mtime
+    return list(rows.values()), extra
+
+
+# ------------------------------------------------------------------ references
+def load_references(path: str | Path = REFERENCE_FILE) -> dict:
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise ValueError(f"{path}: expected a mapping with a 'results' list")
+    return data
+
+
+def matches(record: dict, row: Row) -> bool:
+    """Whether a published number applies to a row (see reference_numbers.yaml)."""
+    if row.method is None or row.size not in SIZE_NAMES:
+        return False
+    checks = {"method": row.method, "size": row.size, "epochs": row.epochs, "decoder_depth": row.decoder_depth}
+    for key, value in checks.items():
+        if key in record and record[key] != value:
+            return False
+    if "pred_ratio" in record and (row.pred_ratio is None or abs(record["pred_ratio"] - row.pred_ratio) > 1e-6):
+        return False
+    if row.mask_ratio is None or abs(record.get("mask_ratio", 0.75) - row.mask_ratio) > 1e-6:
+        return False
+    return record.get("resolution", 224) == (row.resolution or 224)
+
+
+def references_for(row: Row, column: str, refs: dict) -> list[dict]:
+    return [r for r in refs["results"] if r["column"] == column and matches(r, row)]
+
+
+# ------------------------------------------------------------------ tables
+@dataclass
+class Tables:
+    markdown: str
+    csv: str
+    latex: str
+
+
+def _cell(row: Row, key: str, refs: dict) -> tuple[str | None, dict | None, float | None]:
+    """(text, primary reference, delta) for one cell: "ours (ref, delta)", "(ref)" or blank."""
+    ours = row.values.get(key)
+    matched = references_for(row, key, refs) if key in [c.key for c in COLUMNS] else []
+    ref = matched[0] if matched else None
+    delta = ours - ref["value"] if ours is not None and ref else None
+    if ours is None and ref is None:
+        return None, None, None
+    if ref is None:
+        return f"{ours:.2f}", None, None
+    if ours is None:
+        return f"({ref['value']:g})", ref, None
+    return f"{ours:.2f} ({ref['value']:g}, {delta:+.2f})", ref, delta
+
+
+def make_tables(rows: list[Row], extra: list[str], problems: list[Problem], refs: dict) -> Tables:
+    keys = [c.key for c in COLUMNS] + extra
+    titles = [c.title for c in COLUMNS] + extra
+    info_headers = ["checkpoint", "method", "size", "epochs", "mask", "pred", "dec. depth"]
+    info = lambda r: [r.label, r.method_label, r.size_label, r.epochs, fmt(r.mask_ratio, 2),  # noqa: E731
+                      fmt(r.pred_ratio, 2), r.decoder_depth]
+    md_rows, used_sources = [], {}
+    for r in rows:
+        cells = []
+        for k in keys:
+            text, ref, _ = _cell(r, k, refs)
+            cells.append(text)
+            if ref:
+                used_sources.setdefault(ref["source"], None)
+        md_rows.append(info(r) + cells)
+    legend = ("Cells: ours (published reference, ours - reference); a reference alone in parentheses is a "
+              "result not collected yet; blank: no result and no published number for this configuration.")
+    md = ["# Results", "", legend, "", markdown_table(info_headers + titles, md_rows), ""]
+    if used_sources:
+        md += ["References: " + ", ".join(used_sources) + " (crossmae/analysis/reference_numbers.yaml).", ""]
+    if problems:
+        md += ["## Not in the table", ""] + [f"- {p}" for p in problems] + [""]
+    csv_headers = info_headers + ["checkpoint_path"]
+    for k in keys:
+        csv_headers += [k, f"{k}_ref", f"{k}_ref_source", f"{k}_delta", f"{k}_all_refs", f"{k}_file"]
+    csv_rows = []
+    for r in rows:
+        line = info(r) + [r.checkpoint]
+        for k in keys:
+            ours = r.values.get(k)
+            matched = references_for(r, k, refs) if k in [c.key for c in COLUMNS] else []
+            ref = matched[0] if matched else None
+            line += [fmt(ours, 3), ref["value"] if ref else None, ref["source"] if ref else None,
+                     fmt(ours - ref["value"], 3) if ours is not None and ref else None,
+                     "; ".join(f"{m['source']}={m['value']:g}" for m in matched) or None, r.sources.get(k)]
+        csv_rows.append(line)
+    latex = latex_table(info_headers + titles, md_rows, caption=legend, align="l" * len(info_headers) + "c" * len(keys))
+    return Tables("\n".join(md), csv_table(csv_headers, csv_rows), latex)
+
+
+def collect(roots: list[str | Path],
+            reference_file: str | Path = REFERENCE_FILE) -> tuple[Tables, list[Row], list[Problem]]:
+    found, problems = scan(roots)
+    rows, extra = build_rows(found, problems)
+    return make_tables(rows, extra, problems, load_references(reference_file)), rows, problems
+
+
+# ------------------------------------------------------------------ training curves
+def find_logs(roots: list[str | Path]) -> dict[Path, dict[str, list[dict]]]:
+    """{run dir: {"train": train_log records, "epoch": epoch_log records}} for every run with a log."""
+    runs: dict[Path, dict[str, list[dict]]] = {}
+    for root in roots:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            continue
+        for name, kind in (("train_log.jsonl", "train"), ("epoch_log.jsonl", "epoch")):
+            for path in sorted(root.rglob(name)):
+                records, _ = read_jsonl(path)
+                runs.setdefault(path.parent.resolve(), {"train": [], "epoch": []})[kind] = records
+    return runs
+
+
+def curve_series(logs: dict[str, list[dict]]) -> dict[str, tuple[list[float], list[float]]]:
+    """Named (x, y) series of one run: "train loss" per logged step (x = epoch), and every numeric
+    evaluation metric per epoch ("eval <name>")."""
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    pts = [(r["epoch"], r["loss"]) for r in logs["train"] if _num(r.get("epoch")) and _num(r.get("loss"))]
+    if not pts:  # logs without per-iteration lines: the epoch means
+        pts = [(r["epoch"], r["train_loss"]) for r in logs["epoch"]
+               if _num(r.get("epoch")) and _num(r.get("train_loss"))]
+    if pts:
+        series["train loss"] = ([p[0] for p in pts], [p[1] for p in pts])
+    for r in logs["epoch"]:
+        ev = r.get("eval")
+        if not isinstance(ev, dict) or not _num(r.get("epoch")):
+            continue
+        for k, v in ev.items():
+            if _num(v):
+                xs, ys = series.setdefault(f"eval {k}", ([], []))
+                xs.append(r["epoch"])
+                ys.append(v)
+    return series
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
