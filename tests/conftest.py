@@ -2,25 +2,14 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tiny import REPO, TINY_CROSSMAE, tiny_model
 
 # one intra-op thread: tiny models gain nothing from more, and a loaded machine loses a lot (measured ~6x)
 torch.set_num_threads(int(os.environ.get("CROSSMAE_TEST_THREADS", "1")))
-
-# a tiny CrossMAE: 32 px images, 4 px patches (8 x 8 grid), 4 encoder blocks of width 64
-TINY_CROSSMAE = dict(name="crossmae_vit_small_patch16", img_size=32, patch_size=4, embed_dim=64, depth=4,
-                     num_heads=4, decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=4)
-
-
-def tiny_model(**overrides):
-    from crossmae.models import build_model
-    kwargs = {**TINY_CROSSMAE, **overrides}
-    return build_model(kwargs.pop("name"), **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from crossmae.engine import (CheckpointError, DistInfo, Trainer, build_adamw, lo
 from crossmae.engine import checkpoint as ckpt_module
 from crossmae.masking import random_masking
 
-from conftest import tiny_model
+from tiny import tiny_model
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 

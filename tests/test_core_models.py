@@ -11,7 +11,7 @@ from crossmae.models.blocks import CrossAttention
 from crossmae.models.crossmae import reconstruction_loss
 from crossmae.models.pos_embed import patchify, sincos_2d, unpatchify
 
-from conftest import TINY_CROSSMAE, tiny_model
+from tiny import TINY_CROSSMAE, tiny_model
 
 
 def fixed_masks(model, n, seed=0):
@@ -176,7 +176,7 @@ def test_wrong_input_shape_is_a_clear_error():
 
 
 def test_torch_hub_entry_loads_a_checkpoint(tiny_checkpoint):
-    from conftest import REPO
+    from tiny import REPO
     kwargs = {k: v for k, v in TINY_CROSSMAE.items() if k != "name"}
     model = torch.hub.load(str(REPO), "crossmae_vit_small_patch16", source="local", checkpoint=str(tiny_checkpoint),
                            **kwargs)

@@ -9,7 +9,7 @@ from crossmae.config import ConfigError, PretrainConfig, load_config
 from crossmae.engine import load_checkpoint
 from crossmae.pretrain import pretrain_lr, resolve_accum_iter
 
-from conftest import REPO
+from tiny import REPO
 
 DEMO = str(REPO / "configs/pretrain/demo.yaml")
 FAST = ["model.embed_dim=32", "model.depth=2", "model.decoder_embed_dim=32", "model.decoder_depth=1",

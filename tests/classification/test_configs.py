@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from cls_transfer.config import TransferConfig
-from conftest import REPO
+from tiny import REPO
 from crossmae.classification.config import FinetuneConfig, LinprobeConfig
 from crossmae.classification.model import resolve_arch
 from crossmae.config import load_config

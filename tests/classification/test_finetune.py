@@ -10,7 +10,7 @@ from crossmae.classification.config import FinetuneConfig
 from crossmae.config import load_config
 from crossmae.engine import load_checkpoint
 from crossmae.finetune import run
-from conftest import REPO
+from tiny import REPO
 
 from .fakes import make_colour_folder
 

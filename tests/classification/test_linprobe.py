@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import REPO
+from tiny import REPO
 from crossmae.classification.config import LinprobeConfig
 from crossmae.config import load_config
 from crossmae.engine import load_checkpoint, model_state

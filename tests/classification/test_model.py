@@ -11,7 +11,7 @@ from crossmae.classification.model import (arch_from_checkpoint, build_classifie
                                            resize_pos_embed, resolve_arch)
 from crossmae.classification.config import ClsModel
 from crossmae.engine import CheckpointError, load_checkpoint, model_state, param_groups
-from conftest import tiny_model
+from tiny import tiny_model
 
 ARCH = dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4)
 

@@ -7,7 +7,7 @@ from seg.export import export, to_mmseg_backbone_key
 from seg.model import build_upernet, load_pretrained_encoder, seg_ce, seg_loss
 from seg.neck import Feature2Pyramid
 
-from conftest import TINY_CROSSMAE
+from tiny import TINY_CROSSMAE
 
 # the seg backbone matching the tiny_checkpoint encoder (patch 4, width 64, depth 4), at 64 px crops
 TINY_BACKBONE = dict(size="small", img_size=64, patch_size=4, embed_dim=64, depth=4, num_heads=4, use_cls_token=True)
@@ -123,7 +123,7 @@ def test_export_of_a_trained_upernet_matches_mmseg_encoder_decoder_names(tmp_pat
 
 
 def test_loaded_backbone_reproduces_the_pretraining_encoder_features(tiny_checkpoint):
-    from conftest import tiny_model
+    from tiny import tiny_model
     pre = tiny_model().eval()
     pre.load_state_dict(model_state(load_checkpoint(tiny_checkpoint)))
     # at the pretraining size (no pos_embed resize), zero rel-pos tables and unit layer scales are the identity

@@ -20,7 +20,7 @@ OVERRIDES = ["model.backbone.patch_size=8", "model.backbone.embed_dim=64", "mode
 
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory):
-    from conftest import REPO
+    from tiny import REPO
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on a busy 2-core machine one thread is several times faster here
     try:
@@ -64,7 +64,7 @@ def test_tiny_upernet_learns_the_synthetic_set_well_above_all_background(seg_run
 
 @pytest.mark.slow
 def test_eval_only_reproduces_the_final_miou_from_the_checkpoint(seg_run, capsys):
-    from conftest import REPO
+    from tiny import REPO
     out, summary = seg_run
     eval_dir = out / "eval_only"
     rc = cli(["--config", str(REPO / REPO_CONFIG), "--eval-only", *OVERRIDES, f"output_dir={eval_dir}",
@@ -76,7 +76,7 @@ def test_eval_only_reproduces_the_final_miou_from_the_checkpoint(seg_run, capsys
 
 
 def test_missing_data_path_is_a_clear_error(tmp_path, capsys):
-    from conftest import REPO
+    from tiny import REPO
     rc = cli(["--config", str(REPO / REPO_CONFIG), f"output_dir={tmp_path}", f"data.path={tmp_path / 'nope'}",
               "model.num_classes=150"])
     assert rc == 2
@@ -86,7 +86,7 @@ def test_missing_data_path_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("name,depth,out_indices,channels", [("upernet_vit_base_ade20k", 12, [3, 5, 7, 11], 768),
                                                              ("upernet_vit_large_ade20k", 24, [7, 11, 15, 23], 1024)])
 def test_ade20k_recipes_load_and_match_the_mmseg_mae_recipe(name, depth, out_indices, channels):
-    from conftest import REPO
+    from tiny import REPO
     from crossmae.config import load_config
     from crossmae.models.dense_vit import VIT_SIZES, seg_out_indices
     from seg.config import SegConfig
