@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torchvision import transforms
 
+from .analysis.figures import reconstruction_figure
+from .analysis.reconstruction import reconstruct
 from .config import PretrainConfig, load_config, save_config, to_dict
 from .data import (IMAGENET_MEAN, IMAGENET_STD, SafeImageFolder, build_loader, make_demo_imagefolder,
                    pretrain_transform, split_dir)
@@ -127,12 +129,12 @@ def run(cfg) -> dict:
                "metrics": metrics}
     if dist.is_main:
         if vis is not None:
-            from .visualize import save_reconstruction_figure
             g = torch.Generator(device=vis.device).manual_seed(cfg.seed)
-            fig = save_reconstruction_figure(model, vis, model.sample_masks(vis, generator=g),
-                                             out_dir / "reconstruction.png", title=f"{cfg.model['name']} after "
-                                             f"{cfg.epochs} epochs")
-            logger.info("reconstructions: %s", fig)
+            model.eval()
+            rec = reconstruct(model, vis, model.sample_masks(vis, generator=g))
+            fig = reconstruction_figure(rec, out_dir / "reconstruction.png",
+                                        title=f"{cfg.model['name']} after {cfg.epochs} epochs")
+            logger.info("reconstructions (PSNR on predicted patches %.2f dB): %s", float(rec["psnr"].mean()), fig)
         write_json(out_dir / "results.json", summary)
         if loss_before is not None:
             logger.info("fixed-mask loss: %.4f before training -> %.4f after", loss_before, final["fixed_mask_loss"])

@@ -12,7 +12,7 @@ from crossmae.pretrain import pretrain_lr, resolve_accum_iter
 from tiny import REPO
 
 DEMO = str(REPO / "configs/pretrain/demo.yaml")
-FAST = ["model.embed_dim=32", "model.depth=2", "model.decoder_embed_dim=32", "model.decoder_depth=1",
+FAST = ["model.embed_dim=32", "model.depth=2", "model.num_heads=4", "model.decoder_embed_dim=32", "model.decoder_depth=1",
         "data.num_workers=0", "num_vis=2"]
 
 

@@ -62,7 +62,7 @@ def attention_mass_figure(result: dict, path: str | Path, reference: dict | None
     ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97) if title else None)  # keep the title clear of the panel titles
     return _save(fig, path)
 
 
@@ -97,7 +97,7 @@ def query_maps_figure(images: torch.Tensor, visible: torch.Tensor, maps: torch.T
             ax.add_patch(Rectangle((qx * pw - 0.5, qy * ph - 0.5), pw, ph, fill=False, edgecolor="cyan", lw=1.5))
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97) if title else None)  # keep the title clear of the panel titles
     return _save(fig, path)
 
 
@@ -120,7 +120,7 @@ def reconstruction_figure(rec: dict, path: str | Path, title: str = "", max_imag
             _image(axes[i][j], img, name)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97) if title else None)  # keep the title clear of the panel titles
     return _save(fig, path)
 
 

@@ -10,9 +10,27 @@ from __future__ import annotations
 
 import torch
 
-from ..masking import Masks
+from ..data.folder import IMAGENET_MEAN, IMAGENET_STD
+from ..masking import Masks, gather_tokens
 from ..models.pos_embed import patchify, unpatchify
-from ..visualize import denormalize, predicted_pixels
+
+
+def predicted_pixels(imgs: torch.Tensor, pred: torch.Tensor, masks: Masks, patch_size: int,
+                     norm_pix_loss: bool) -> torch.Tensor:
+    """Predictions [N, P, p*p*C] in the normalised-image space (undoing norm_pix_loss with each
+    target patch's own mean and variance, as MAE's visualisation does)."""
+    if not norm_pix_loss:
+        return pred
+    target = gather_tokens(patchify(imgs, patch_size), masks.ids_pred)
+    mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+    return pred * (var + 1e-6) ** 0.5 + mean
+
+
+def denormalize(img: torch.Tensor) -> torch.Tensor:
+    """One ImageNet-normalised image [C, H, W] -> [0, 1] on the cpu."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (img.cpu() * std + mean).clamp(0, 1)
 
 
 def masked_psnr(target: torch.Tensor, recon: torch.Tensor, patch_mask: torch.Tensor, patch_size: int,
