@@ -422,7 +422,7 @@ def curve_series(logs: dict[str, list[dict]]) -> dict[str, tuple[list[float], li
         if not isinstance(ev, dict) or not _num(r.get("epoch")):
             continue
         for k, v in ev.items():
-            if _num(v):
+            if _num(v) and k != "num_samples" and not k.endswith("_s"):  # counts and timings are no curves
                 xs, ys = series.setdefault(f"eval {k}", ([], []))
                 xs.append(r["epoch"])
                 ys.append(v)

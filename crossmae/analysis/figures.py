@@ -150,7 +150,7 @@ def inter_block_figure(weight: torch.Tensor, names: list[str], path: str | Path,
 
 
 def curves_figure(runs: dict[str, dict[str, tuple[list[float], list[float]]]], path: str | Path,
-                  max_panels: int = 4) -> Path:
+                  max_panels: int = 6) -> Path:
     """One panel per series name (train loss first, then the evaluation metrics most runs have), one
     line per run, x = epoch."""
     plt = _plt()
@@ -162,11 +162,13 @@ def curves_figure(runs: dict[str, dict[str, tuple[list[float], list[float]]]], p
         raise ValueError("no training logs with numeric values to plot")
     names = sorted(counts, key=lambda s: (s != "train loss", -counts[s], s))[:max_panels]
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
+    colors = {label: f"C{i % 10}" for i, label in enumerate(runs)}  # one colour per run in every panel
     for ax, name in zip(axes[0], names):
         for label, series in runs.items():
             if name in series:
                 xs, ys = series[name]
-                ax.plot(xs, ys, label=label, lw=1.2, marker="o" if len(xs) < 30 else None, ms=2.5)
+                ax.plot(xs, ys, label=label, color=colors[label], lw=1.2, marker="o" if len(xs) < 30 else None,
+                        ms=2.5)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
