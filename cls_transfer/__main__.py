@@ -2,6 +2,8 @@
 import argparse
 import sys
 
+from crossmae.cli import report_errors
+
 from . import main
 
 
@@ -11,12 +13,7 @@ def cli(argv=None) -> int:
     parser.add_argument("--config", help="YAML recipe under configs/cls_transfer/")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.path=/data/places365 pretrained=ckpt.pth")
     args = parser.parse_args(argv)
-    try:
-        main(args.config, args.overrides)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"cls_transfer: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return report_errors("cls_transfer", main, args.config, args.overrides)
 
 
 if __name__ == "__main__":

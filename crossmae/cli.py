@@ -13,6 +13,19 @@ COMMANDS = {
 }
 DEMO_CONFIG = "configs/pretrain/demo.yaml"
 
+# what bad input raises (ConfigError and CheckpointError are ValueErrors): reported in one line, exit code 2
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
+
+
+def report_errors(prog: str, fn, *args, **kwargs) -> int:
+    """Run ``fn``; a user error becomes ``<prog>: error: <message>`` on stderr and exit code 2."""
+    try:
+        fn(*args, **kwargs)
+    except USER_ERRORS as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crossmae", description=__doc__)
@@ -23,12 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.blr=1e-4 model.pred_ratio=0.25")
     args = parser.parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
-    try:
-        module.main(args.config, args.overrides)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"crossmae {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return report_errors(f"crossmae {args.command}", module.main, args.config, args.overrides)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from crossmae.engine import CheckpointError, encoder_state, load_checkpoint, model_state
+from crossmae.cli import report_errors
+from crossmae.engine import encoder_state, load_checkpoint, model_state
 from crossmae.models.rel_pos import grid_from_length, resize_abs_pos
 
 logger = logging.getLogger("crossmae")
@@ -78,12 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patch-size", type=int, default=16, help="the detectron2 ViT's patch size")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        export(a.src, a.dst, a.pretrain_img_size, a.patch_size)
-    except (CheckpointError, ValueError) as e:
-        print(f"det.export: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return report_errors("det.export", export, a.src, a.dst, a.pretrain_img_size, a.patch_size)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from typing import List, Optional
 
 import torch
 
+from crossmae.cli import report_errors
 from crossmae.config import load_config, save_config, to_dict
 from crossmae.data import build_loader
-from crossmae.engine import (CheckpointError, Trainer, build_adamw, init_distributed, load_checkpoint, model_state,
+from crossmae.engine import (Trainer, build_adamw, init_distributed, load_checkpoint, model_state,
                              steps_per_epoch, warmup_step)
 from crossmae.engine.logging import setup_logging, write_json
 from crossmae.engine.loop import autocast, resolve_precision
@@ -238,12 +239,7 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/data/coco batch_size=4")
     a = p.parse_args(argv)
     overrides = list(a.overrides) + ([f"resume={a.resume}"] if a.resume else [])
-    try:
-        main(a.config, overrides, eval_only=a.eval_only)
-    except (ValueError, FileNotFoundError, KeyError, CheckpointError) as e:
-        print(f"train_vitdet: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return report_errors("train_vitdet", main, a.config, overrides, eval_only=a.eval_only)
 
 
 if __name__ == "__main__":

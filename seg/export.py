@@ -25,6 +25,7 @@ import sys
 
 import torch
 
+from crossmae.cli import report_errors
 from crossmae.engine.checkpoint import CheckpointError, encoder_state, load_checkpoint, model_state
 
 _BLOCK_RULES = ((re.compile(r"\.norm(\d)\."), r".ln\1."), (re.compile(r"\.mlp\.fc1\."), ".ffn.layers.0.0."),
@@ -84,13 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="pretraining checkpoint or trained UperNet checkpoint")
     parser.add_argument("dst", help="output .pth in mmseg's key names")
     args = parser.parse_args(argv)
-    try:
-        kind = export(args.src, args.dst)
-    except (CheckpointError, ValueError) as e:
-        print(f"seg.export: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {kind} weights in mmseg key names to {args.dst}")
-    return 0
+    def run():
+        print(f"wrote {export(args.src, args.dst)} weights in mmseg key names to {args.dst}")
+    return report_errors("seg.export", run)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from crossmae.cli import report_errors
 from crossmae.config import load_config, save_config, to_dict
 from crossmae.engine import Trainer, build_adamw, init_distributed, load_checkpoint, model_state, warmup_poly
 from crossmae.engine.distributed import barrier
@@ -203,12 +204,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", help="training checkpoint to resume (default: <output_dir>/checkpoint.pth)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.path=/data/ADEChallengeData2016")
     args = parser.parse_args(argv)
-    try:
-        main(args.config, args.overrides, args.eval_only, args.resume)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"seg.train: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return report_errors("seg.train", main, args.config, args.overrides, args.eval_only, args.resume)
 
 
 if __name__ == "__main__":
