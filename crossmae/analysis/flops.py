@@ -29,9 +29,35 @@ def _is_attention(op) -> bool:
         or name.startswith("aten.bmm")
 
 
+def _sdpa_forward_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    """QK^T and AV of fused attention on [B, H, N, D] tensors (2 FLOPs per multiply-add)."""
+    b, h, n_q, d_qk = q_shape
+    n_k, d_v = k_shape[-2], v_shape[-1]
+    return 2 * b * h * n_q * n_k * (d_qk + d_v)
+
+
+def _sdpa_backward_flops(grad_shape, q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    """Backward of fused attention: the scores are recomputed (QK^T), then dScores = dO V^T, dV = P^T dO,
+    dQ = dScores K, dK = dScores^T Q."""
+    b, h, n_q, d_qk = q_shape
+    n_k, d_v = k_shape[-2], v_shape[-1]
+    return 2 * b * h * n_q * n_k * (3 * d_qk + 2 * d_v)
+
+
+def _fused_attention_formulas() -> dict:
+    """Formulas for the fused SDPA kernels that some torch releases leave uncounted (torch 2.14's flop
+    counter has none for the CPU kernel, so attention on CPU counted 0). Given for every release we
+    support, so the count does not depend on which torch the resolver picked; CUDA kernels keep
+    torch's own formulas, which count the same."""
+    names = {"_scaled_dot_product_flash_attention_for_cpu": _sdpa_forward_flops,
+             "_scaled_dot_product_flash_attention_for_cpu_backward": _sdpa_backward_flops}
+    aten = torch.ops.aten
+    return {getattr(aten, name): formula for name, formula in names.items() if hasattr(aten, name)}
+
+
 def count_flops(fn, *args, **kwargs) -> dict[str, int]:
     """Run ``fn(*args, **kwargs)`` under the counter: {"total", "attention", "linear"} FLOPs."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_fused_attention_formulas()) as counter:
         fn(*args, **kwargs)
     by_op = counter.get_flop_counts().get("Global", {})
     attention = sum(v for op, v in by_op.items() if _is_attention(op))

@@ -30,6 +30,18 @@ def test_single_block_matches_hand_count(device):
     assert counted["linear"] == 2 * (total - attention)
 
 
+def test_attention_backward_counted_on_cpu():
+    """Forward + backward of SDPA on CPU: QK^T and AV (2 matmuls), then the fused backward's 5 (scores
+    recomputed, dScores, dV, dQ, dK), each 2 n_q n_k d FLOPs summed over heads."""
+    b, n, d = 2, 17, 64
+    q, k, v = (torch.randn(b, 4, n, d // 4, requires_grad=True) for _ in range(3))
+
+    def step():
+        torch.nn.functional.scaled_dot_product_attention(q, k, v).sum().backward()
+    counted = count_flops(step)
+    assert counted["attention"] == b * 2 * n * n * d * (2 + 5)
+
+
 def test_tiny_models_match_hand_count():
     p, c, grid, de, depth, dd = 4, 3, 64, 64, 2, 32
     k, t = 16, 17  # visible patches at mask ratio 0.75, plus cls
