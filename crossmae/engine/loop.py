@@ -32,13 +32,14 @@ logger = logging.getLogger("crossmae")
 LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict]"]
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 on GPUs that support it, fp32 elsewhere."""
+def resolve_precision(precision: str, device: torch.device, allow_cpu: bool = False) -> str:
+    """'auto' -> bf16 on GPUs that support it, fp32 elsewhere. bf16/fp16 asked for off a GPU fall back
+    to fp32 (slow there) unless ``allow_cpu``: then CPU autocast runs, so tests can exercise those paths."""
     if precision not in ("auto", "bf16", "fp16", "fp32"):
         raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {precision!r}")
     if precision == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision != "fp32" and device.type != "cuda":
+    if precision != "fp32" and device.type != "cuda" and not allow_cpu:
         logger.warning("precision %s asked for on %s: using fp32", precision, device.type)
         return "fp32"
     return precision
@@ -76,7 +77,7 @@ class Trainer:
                  compile: bool = False, evaluate: Callable[[nn.Module], dict] | None = None, eval_every: int = 1,
                  best_metric: str | None = None, save_every: int = 1, keep_every: int = 0,
                  config: dict | None = None, seed: int = 0, log_every: int = 20, find_unused_parameters: bool = False,
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, allow_cpu_autocast: bool = False):
         if accum_iter < 1:
             raise ValueError(f"accum_iter must be >= 1, got {accum_iter}")
         self.module = model.to(dist.device)
@@ -96,7 +97,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.accum_iter = accum_iter
         self.clip_grad = clip_grad
-        self.precision = resolve_precision(precision, dist.device)
+        self.precision = resolve_precision(precision, dist.device, allow_cpu=allow_cpu_autocast)
         self.scaler = torch.amp.GradScaler(dist.device.type, enabled=self.precision == "fp16")
         self.evaluate = evaluate
         self.eval_every = eval_every
