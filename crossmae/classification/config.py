@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import ClassVar, List, Optional
+
+from ..config import Check
 
 
 @dataclass
@@ -17,12 +19,15 @@ class ClsModel:
     global_pool: str = "avg"  # avg (mean of patch tokens + fc_norm) | token (cls token after the final norm)
     drop_path_rate: float = 0.1
 
+    # value ranges beyond crossmae.config.CHECKS (checked by load_config)
+    checks: ClassVar[dict] = {"arch": Check(choices=("auto", "small", "base", "large", "huge"))}
+
 
 @dataclass
 class ClsData:
     path: str = ""  # ImageFolder root with train/ and val/ (the ImageNet layout); "demo" = bundled photos
     name: str = ""  # dataset name in results.json; empty = the folder's name
-    nb_classes: int = 1000  # checked against the dataset before training
+    nb_classes: int = 1000  # checked against the dataset before training (>= 2)
     num_workers: int = 8
     pin_memory: bool = True
 
@@ -41,7 +46,7 @@ class FinetuneAug:
     mixup_switch_prob: float = 0.5
     mixup_mode: str = "batch"
     smoothing: float = 0.1
-    crop_pct: float = 0.875  # eval: resize to img_size / crop_pct, centre crop
+    crop_pct: Optional[float] = None  # eval: resize to img_size / crop_pct, centre crop; None = MAE's (0.875 up to 224 px, 1.0 above)
 
 
 @dataclass
@@ -97,13 +102,15 @@ class LinprobeOptim:
     momentum: float = 0.9
     warmup_epochs: float = 10
 
+    checks: ClassVar[dict] = {"name": Check(choices=("lars", "sgd"))}
+
 
 @dataclass
 class LinprobeConfig(RunFields):
     model: ClsModel = field(default_factory=lambda: ClsModel(global_pool="token", drop_path_rate=0.0))
     data: ClsData = field(default_factory=ClsData)
     optim: LinprobeOptim = field(default_factory=LinprobeOptim)
-    crop_pct: float = 0.875
+    crop_pct: Optional[float] = None  # None = MAE's rule (0.875 at 224 px)
     epochs: int = 90
     batch_size: int = 512
     output_dir: str = "output/linprobe"

@@ -90,7 +90,10 @@ def build_classifier(num_classes: int, img_size: int, patch_size: int, embed_dim
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], num_prefix_tokens: int = 1) -> torch.Tensor:
-    """[1, prefix + h*w, D] -> [1, prefix + H*W, D], bicubic on the patch part (e.g. 224 -> 448 px)."""
+    """[1, prefix + h*w, D] -> [1, prefix + H*W, D], bicubic on the patch part (e.g. 224 -> 448 px).
+
+    Plain bicubic without antialiasing, as MAE's ``interpolate_pos_embed`` (timm's default antialias=True
+    would change the 448 px table by up to 0.05 on the sin-cos table)."""
     n = pos_embed.shape[1] - num_prefix_tokens
     side = int(round(n ** 0.5))
     if side * side != n:
@@ -98,7 +101,8 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], num_pre
     if (side, side) == tuple(new_grid):
         return pos_embed
     logger.info("resizing position embeddings from %dx%d to %dx%d", side, side, *new_grid)
-    return resample_abs_pos_embed(pos_embed, list(new_grid), [side, side], num_prefix_tokens=num_prefix_tokens)
+    return resample_abs_pos_embed(pos_embed, list(new_grid), [side, side], interpolation="bicubic", antialias=False,
+                                  num_prefix_tokens=num_prefix_tokens)
 
 
 def load_encoder(model: VisionTransformer, state: dict[str, torch.Tensor], source: str = "<checkpoint>") -> list[str]:

@@ -44,12 +44,21 @@ def linprobe_transform(img_size: int):
         transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def eval_transform(img_size: int, crop_pct: float = 0.875):
-    """Resize the short side to img_size / crop_pct (256 for 224), centre-crop img_size."""
+def eval_crop_pct(img_size: int) -> float:
+    """MAE's evaluation crop (util/datasets.py build_transform): 224/256 up to 224 px, 1.0 above
+    (a 448 px model sees the whole image resized to 448)."""
+    return 224 / 256 if img_size <= 224 else 1.0
+
+
+def eval_transform(img_size: int, crop_pct: float | None = None):
+    """Resize the short side to int(img_size / crop_pct) (256 for 224), centre-crop img_size;
+    ``crop_pct=None`` is MAE's rule (:func:`eval_crop_pct`)."""
+    if crop_pct is None:
+        crop_pct = eval_crop_pct(img_size)
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
     return transforms.Compose([
-        transforms.Resize(int(round(img_size / crop_pct)), interpolation=BICUBIC), transforms.CenterCrop(img_size),
+        transforms.Resize(int(img_size / crop_pct), interpolation=BICUBIC), transforms.CenterCrop(img_size),
         transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
