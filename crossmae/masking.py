@@ -9,17 +9,38 @@ This is the official CrossMAE rule: ``mask_ratio`` hides patches,
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
 
-class Masks(NamedTuple):
-    ids_keep: torch.Tensor  # [N, num_visible] positions fed to the encoder (random order)
-    ids_pred: torch.Tensor  # [N, num_predicted] positions to reconstruct (ascending)
-    ids_restore: torch.Tensor  # [N, L] inverse of the permutation (MAE's unshuffle)
-    pred_mask: torch.Tensor  # [N, L] float, 1 where a patch is reconstructed
-    visible_mask: torch.Tensor  # [N, L] bool, True where a patch is visible
+class Masks:
+    """The index tensors training uses, plus two dense [N, L] masks for analysis and figures.
+
+    Training only reads the indices, so the dense masks are built on first access (a scatter each)
+    instead of on every step; they may also be passed in ready-made."""
+
+    def __init__(self, ids_keep: torch.Tensor, ids_pred: torch.Tensor, ids_restore: torch.Tensor,
+                 pred_mask: torch.Tensor | None = None, visible_mask: torch.Tensor | None = None):
+        self.ids_keep = ids_keep  # [N, num_visible] positions fed to the encoder (random order)
+        self.ids_pred = ids_pred  # [N, num_predicted] positions to reconstruct (ascending)
+        self.ids_restore = ids_restore  # [N, L] inverse of the permutation (MAE's unshuffle)
+        self._pred_mask = pred_mask
+        self._visible_mask = visible_mask
+
+    @property
+    def pred_mask(self) -> torch.Tensor:
+        """[N, L] float, 1 where a patch is reconstructed."""
+        if self._pred_mask is None:
+            self._pred_mask = torch.zeros(self.ids_restore.shape, device=self.ids_pred.device).scatter_(
+                1, self.ids_pred, 1.0)
+        return self._pred_mask
+
+    @property
+    def visible_mask(self) -> torch.Tensor:
+        """[N, L] bool, True where a patch is visible."""
+        if self._visible_mask is None:
+            self._visible_mask = torch.zeros(self.ids_restore.shape, dtype=torch.bool,
+                                             device=self.ids_keep.device).scatter_(1, self.ids_keep, True)
+        return self._visible_mask
 
 
 def check_ratios(mask_ratio: float, pred_ratio: float) -> None:
@@ -34,11 +55,13 @@ def check_ratios(mask_ratio: float, pred_ratio: float) -> None:
 
 
 def mask_counts(num_patches: int, mask_ratio: float, pred_ratio: float) -> tuple[int, int]:
-    """(num_visible, num_predicted) for ``num_patches`` patches, rounded as the official code does."""
+    """(num_visible, num_predicted) for ``num_patches`` patches, rounded exactly as the official
+    ``random_masking`` does: plain ``int()`` (truncation) of the two float products, the predicted
+    patches being the rest. Float error is kept on purpose, e.g. 196 patches, mask 0.70, gamma 0.20:
+    int(58.8000...04) = 58 visible, int(97.9999...) = 97 masked-only, so 41 predicted."""
     check_ratios(mask_ratio, pred_ratio)
-    # the small epsilon keeps e.g. 196 * 0.25 = 48.999... from flooring to 48
-    num_visible = int(num_patches * (1 - mask_ratio) + 1e-6)
-    num_masked_only = int(num_patches * (mask_ratio - pred_ratio) + 1e-6)
+    num_visible = int(num_patches * (1 - mask_ratio))
+    num_masked_only = int(num_patches * (mask_ratio - pred_ratio))
     num_predicted = num_patches - num_visible - num_masked_only
     if num_visible < 1 or num_predicted < 1:
         raise ValueError(
@@ -56,11 +79,7 @@ def random_masking(batch_size: int, num_patches: int, mask_ratio: float, pred_ra
     ids_restore = ids_shuffle.argsort(dim=1)
     ids_keep = ids_shuffle[:, :num_visible]
     ids_pred = ids_shuffle[:, num_patches - num_predicted:].sort(dim=1).values
-    pred_mask = torch.zeros(batch_size, num_patches, device=ids_shuffle.device)
-    pred_mask.scatter_(1, ids_pred, 1.0)
-    visible_mask = torch.zeros(batch_size, num_patches, dtype=torch.bool, device=ids_shuffle.device)
-    visible_mask.scatter_(1, ids_keep, True)
-    return Masks(ids_keep, ids_pred, ids_restore, pred_mask, visible_mask)
+    return Masks(ids_keep, ids_pred, ids_restore)
 
 
 def gather_tokens(tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -51,8 +51,9 @@ class MAE(MaskedViTEncoder):
         return torch.cat([x[:, :1], patches], dim=1) + self.decoder_pos_embed
 
     def readout(self, x: torch.Tensor, masks: Masks) -> torch.Tensor:
-        """Decoder tokens -> pixel predictions at the masked positions."""
-        return self.decoder_pred(gather_tokens(self.decoder_norm(x)[:, 1:], masks.ids_pred))
+        """Decoder tokens -> pixel predictions at the masked positions (picked before the norm:
+        LayerNorm is per token, so normalising only the predicted ones gives the same values)."""
+        return self.decoder_pred(self.decoder_norm(gather_tokens(x[:, 1:], masks.ids_pred)))
 
     def forward_decoder(self, latent: torch.Tensor, masks: Masks,
                         every_block: bool = False) -> torch.Tensor | list[torch.Tensor]:
