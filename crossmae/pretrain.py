@@ -19,8 +19,10 @@ from .data import (IMAGENET_MEAN, IMAGENET_STD, SafeImageFolder, build_loader, m
 from .engine import Trainer, build_adamw, init_distributed, steps_per_epoch, warmup_cosine
 from .engine.distributed import barrier
 from .engine.logging import setup_logging, write_json
+from .engine.results import previous_metrics, rerun_metrics
 from .models import build_model
 from .models.blocks import set_backend
+from .models.naming import describe_model, registered_or_described
 
 logger = logging.getLogger("crossmae")
 
@@ -50,13 +52,14 @@ def pretrain_loss(model, batch):
     return model(imgs).loss
 
 
-def fixed_batch(dataset, n: int, img_size: int) -> torch.Tensor:
-    """The first ``n`` images, resized and centre-cropped: a fixed batch for the figure and fixed-mask loss."""
+def fixed_batch(dataset: SafeImageFolder, n: int, img_size: int) -> torch.Tensor:
+    """``n`` readable images spread over the classes, resized and centre-cropped: a fixed batch for the
+    figure and the fixed-mask loss. Read like the training data (unreadable files are skipped); a
+    dataset with no readable image fails here, before training."""
     tf = transforms.Compose([transforms.Resize(img_size, interpolation=transforms.InterpolationMode.BICUBIC),
                              transforms.CenterCrop(img_size), transforms.ToTensor(),
                              transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    step = max(1, len(dataset) // n)  # spread over classes: ImageFolder sorts by class
-    return torch.stack([tf(dataset.loader(dataset.samples[i * step][0])) for i in range(min(n, len(dataset)))])
+    return torch.stack([tf(img) for img in dataset.readable_images(n)])
 
 
 @torch.no_grad()
@@ -101,13 +104,14 @@ def run(cfg) -> dict:
     optimizer = build_adamw(model, lr, cfg.optim.weight_decay, betas=cfg.optim.betas)
     n_steps = steps_per_epoch(len(loader), accum_iter)
     schedule = warmup_cosine(lr, cfg.optim.min_lr, cfg.epochs * n_steps, int(cfg.optim.warmup_epochs * n_steps))
-    logger.info("model %s: %.1fM parameters, %d patches, mask %.2f, predict %.2f", cfg.model["name"],
-                sum(p.numel() for p in model.parameters()) / 1e6, model.num_patches, model.mask_ratio,
-                model.pred_ratio)
+    description = describe_model(model)  # what ran, whatever the factory name says
+    logger.info("model %s (factory %s): %d patches", description, cfg.model["name"], model.num_patches)
     logger.info("%d images in %s; effective batch %d = %d x %d accum x %d processes; lr %.3g; %d steps/epoch",
                 len(dataset), dataset.root, effective_batch, cfg.batch_size, accum_iter, dist.world_size, lr, n_steps)
 
     vis = fixed_batch(dataset, cfg.num_vis, img_size).to(dist.device) if cfg.num_vis else None
+    if vis is None:
+        dataset.readable_images(1)  # a folder of unreadable files fails now, not mid-epoch
     evaluate = (lambda m: {"fixed_mask_loss": fixed_mask_loss(m, vis, cfg.seed)}) if vis is not None else None
     trainer = Trainer(model=model, optimizer=optimizer, train_loader=loader, lr_schedule=schedule,
                       loss_fn=pretrain_loss, epochs=cfg.epochs, output_dir=out_dir, dist=dist, accum_iter=accum_iter,
@@ -119,21 +123,26 @@ def run(cfg) -> dict:
     trainer.auto_resume(cfg.resume)
     start = time.time()
     loss_before = fixed_mask_loss(model, vis, cfg.seed) if vis is not None and trainer.start_epoch == 0 else None
+    trained = trainer.start_epoch < cfg.epochs
     final = trainer.fit()
-    metrics = {"train_time_s": time.time() - start, **final}
+    if not final and evaluate is not None:  # a finished run re-run: evaluate it once more
+        final = evaluate(trainer.module)
+    metrics = rerun_metrics(trained, final, previous_metrics(out_dir / "results.json", "pretrain"),
+                            time.time() - start)
     if loss_before is not None:
         metrics["fixed_mask_loss_before"] = loss_before
-    summary = {"task": "pretrain", "model": cfg.model["name"], "epochs": cfg.epochs, "mask_ratio": model.mask_ratio,
-               "pred_ratio": model.pred_ratio, "decoder_depth": len(model.decoder_blocks),
-               "decoder": type(model).__name__, "checkpoint": str((out_dir / "checkpoint.pth").resolve()),
-               "metrics": metrics}
+    summary = {"task": "pretrain", "model": registered_or_described(cfg.model["name"], model),
+               "model_description": description, "factory": cfg.model["name"], "epochs": cfg.epochs,
+               "mask_ratio": model.mask_ratio, "pred_ratio": model.pred_ratio,
+               "decoder_depth": len(model.decoder_blocks), "decoder": type(model).__name__,
+               "checkpoint": str((out_dir / "checkpoint.pth").resolve()), "metrics": metrics}
     if dist.is_main:
         if vis is not None:
             g = torch.Generator(device=vis.device).manual_seed(cfg.seed)
             model.eval()
             rec = reconstruct(model, vis, model.sample_masks(vis, generator=g))
             fig = reconstruction_figure(rec, out_dir / "reconstruction.png",
-                                        title=f"{cfg.model['name']} after {cfg.epochs} epochs")
+                                        title=f"{description} after {cfg.epochs} epochs")
             logger.info("reconstructions (PSNR on predicted patches %.2f dB): %s", float(rec["psnr"].mean()), fig)
         write_json(out_dir / "results.json", summary)
         if loss_before is not None:

@@ -1,12 +1,16 @@
 """ImageFolder data (the ImageNet layout) that survives corrupt files, and the pretraining transform."""
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import multiprocessing
 from pathlib import Path
 
 import torch
 from torchvision import datasets, transforms
+
+from .image import UNREADABLE, load_rgb
 
 logger = logging.getLogger("crossmae")
 
@@ -40,14 +44,16 @@ def split_dir(root: str | Path, split: str) -> Path:
 class SafeImageFolder(datasets.ImageFolder):
     """ImageFolder where an unreadable image is logged with its path and replaced by the next
     readable one, so a corrupt file cannot stop a multi-day run. ``num_skipped()`` counts them
-    (shared across DataLoader workers)."""
+    (shared across DataLoader workers). Images are read by :func:`crossmae.data.image.load_rgb`:
+    16-bit images are scaled to 8 bit, and images above ``max_pixels`` (default: PIL's limit) or of
+    an unsupported depth count as unreadable."""
 
     max_retries = 10
 
-    def __init__(self, root: str | Path, transform=None):
+    def __init__(self, root: str | Path, transform=None, max_pixels: int | None = None):
         root = Path(root)
         try:
-            super().__init__(str(root), transform=transform)
+            super().__init__(str(root), transform=transform, loader=functools.partial(load_rgb, max_pixels=max_pixels))
         except FileNotFoundError as e:
             raise FileNotFoundError(f"no images found under {root}: expected <class>/<image> subfolders "
                                     f"({e})") from e
@@ -56,16 +62,44 @@ class SafeImageFolder(datasets.ImageFolder):
     def num_skipped(self) -> int:
         return int(self._skipped.value)
 
+    def read(self, path: str, count: bool = True):
+        """The decoded image, or None after logging (and counting) an unreadable one."""
+        try:
+            return self.loader(path)  # decodes fully, so broken files fail here
+        except UNREADABLE as e:
+            if count:
+                with self._skipped.get_lock():
+                    self._skipped.value += 1
+            logger.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
+            return None
+
+    def readable_images(self, n: int, max_tries: int = 100) -> list:
+        """Up to ``n`` decoded images spread over the set (ImageFolder sorts by class), unreadable ones
+        replaced by later files; raises a ValueError when none of the files tried can be read, so a
+        folder of broken files fails before training rather than after ``max_retries`` in an epoch."""
+        step = max(1, len(self.samples) // max(n, 1))
+        spread = list(range(0, len(self.samples), step))[:n]
+        taken = set(spread)
+        order = spread + list(itertools.islice((i for i in range(len(self.samples)) if i not in taken), max_tries))
+        images, tried = [], 0
+        for i in order:
+            if len(images) == n:
+                break
+            tried += 1
+            img = self.read(self.samples[i][0], count=False)  # training counts its own skips
+            if img is not None:
+                images.append(img)
+        if not images:
+            raise ValueError(f"no readable image among the {tried} files tried of {len(self.samples)} in "
+                             f"{self.root} (see the warnings above for why each failed)")
+        return images
+
     def __getitem__(self, index: int):
         for attempt in range(self.max_retries):
             i = (index + attempt) % len(self.samples)
             path, target = self.samples[i]
-            try:
-                img = self.loader(path)  # decodes fully (convert("RGB")), so broken files fail here
-            except (OSError, ValueError, SyntaxError) as e:  # what PIL raises for unreadable/truncated files
-                with self._skipped.get_lock():
-                    self._skipped.value += 1
-                logger.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
+            img = self.read(path)
+            if img is None:
                 continue
             # transform errors are bugs, not bad files: they propagate
             if self.transform is not None:
