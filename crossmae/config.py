@@ -1,16 +1,22 @@
 """Configs: a typed schema (dataclasses) <- a YAML recipe <- ``key=value`` command-line overrides.
 
-Unknown keys and wrong types are errors that name the field and the file, raised before anything
-runs. The ``model`` section holds the keyword arguments of a registered model factory and is
-checked by building the model.
+Unknown keys, wrong types and out-of-range values are errors that name the field and where its
+value came from (the file, the command line or the schema default), raised by :func:`load_config`
+before anything runs. Value ranges are declared once, by field name, in :data:`CHECKS` (a schema
+class can refine them with a ``checks`` class variable); every numeric field of every task schema
+must have one (tests/test_faults_config.py walks the schemas). The ``model`` section of
+pretraining holds the keyword arguments of a registered model factory and is checked by building
+the model (and by :data:`CHECKS` for the names it shares).
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -18,25 +24,189 @@ class ConfigError(ValueError):
     pass
 
 
+# ------------------------------------------------------------------ value checks
+@dataclass(frozen=True)
+class Check:
+    """What a field may hold: a number (or, for a list field, each of its numbers) in a range,
+    optionally a list of a fixed length or in non-decreasing order; or one of some strings.
+    ``None`` always passes (the schema's Optional already says whether it is allowed)."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+    length: int | None = None
+    ordered: bool = False
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        kind = "an integer" if self.integer else "a number"
+        if self.lo is not None and self.hi is not None:
+            rng = f" in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        elif self.lo is not None:
+            rng = f" {'>' if self.lo_open else '>='} {self.lo:g}"
+        elif self.hi is not None:
+            rng = f" {'<' if self.hi_open else '<='} {self.hi:g}"
+        else:
+            rng = ""
+        if self.length is not None:
+            return f"a list of {self.length} {'integers' if self.integer else 'numbers'}{rng}" + \
+                (", in increasing order" if self.ordered else "")
+        return kind + rng + (" (or a list of them in increasing order)" if self.ordered else "")
+
+    def _number_ok(self, v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        if self.integer and not float(v).is_integer():
+            return False
+        if v != v:  # NaN
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+
+    def ok(self, value) -> bool:
+        if value is None:
+            return True
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, (list, tuple)):
+            if self.length is not None and len(value) != self.length:
+                return False
+            if self.ordered and any(a > b for a, b in zip(value, value[1:]) if self._number_ok(a) and self._number_ok(b)):
+                return False
+            return all(self._number_ok(v) for v in value)
+        return self.length is None and self._number_ok(value)
+
+
+ANY = Check()  # a number with no constraint (declared, so that no field is forgotten)
+POS_INT = Check(lo=1, integer=True)
+NONNEG_INT = Check(lo=0, integer=True)
+NONNEG = Check(lo=0)
+POSITIVE = Check(lo=0, lo_open=True)
+PROB = Check(lo=0, hi=1)  # [0, 1]
+RATE = Check(lo=0, hi=1, hi_open=True)  # [0, 1)
+FRACTION = Check(lo=0, hi=1, lo_open=True)  # (0, 1]
+BETAS = Check(lo=0, hi=1, hi_open=True, length=2)
+
+# Field name -> its check, for every task schema (crossmae/config.py, crossmae/classification/config.py,
+# cls_transfer/config.py, seg/config.py, det/train.py) and the model keyword arguments they share.
+CHECKS: dict[str, Check] = {
+    # run length, batching, cadence
+    "epochs": POS_INT, "max_iters": POS_INT, "iters_per_epoch": POS_INT, "batch_size": POS_INT,
+    "global_batch_size": POS_INT, "accum_iter": POS_INT, "eval_batch_size": POS_INT,
+    "save_every": POS_INT, "log_every": POS_INT, "eval_every": POS_INT, "keep_every": NONNEG_INT,
+    "num_vis": NONNEG_INT, "seed": NONNEG_INT, "num_workers": NONNEG_INT,
+    "precision": Check(choices=("auto", "bf16", "fp16", "fp32")),
+    "attention": Check(choices=("sdpa", "flash")),
+    "eval_backend": Check(choices=("pycocotools", "faster_coco_eval")),
+    # optimisation
+    "lr": NONNEG, "blr": NONNEG, "min_lr": NONNEG, "weight_decay": NONNEG, "betas": BETAS, "momentum": RATE,
+    "layer_decay": FRACTION, "warmup_epochs": NONNEG, "warmup_iters": NONNEG_INT, "warmup_ratio": PROB,
+    "warmup_factor": PROB, "clip_grad": POSITIVE, "power": NONNEG, "gamma": POSITIVE,
+    "milestones": Check(lo=0, hi=1, ordered=True),  # fractions of the run
+    # models (also the keyword arguments in pretraining's model: and seg's model.backbone:)
+    **{k: POS_INT for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
+                            "decoder_depth", "decoder_num_heads", "pretrain_img_size", "num_classes", "nb_classes",
+                            "channels", "aux_channels", "fpn_channels", "box_head_fc", "detections_per_img",
+                            "canonical_scale", "box_batch_size_per_image", "rpn_pre_nms_top_n_train",
+                            "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test",
+                            "anchor_sizes", "pool_scales")},
+    "window_size": NONNEG_INT,  # 0 = global attention
+    "global_attn_indexes": NONNEG_INT, "aux_in_index": NONNEG_INT, "box_head_convs": NONNEG_INT,
+    "mask_head_convs": NONNEG_INT,
+    "mlp_ratio": POSITIVE, "drop_path_rate": RATE, "dropout": RATE, "aux_weight": NONNEG, "box_score_thresh": PROB,
+    "mask_ratio": RATE, "pred_ratio": Check(lo=0, hi=1, lo_open=True, hi_open=True), "neck_rescales": POSITIVE,
+    "global_pool": Check(choices=("avg", "token")),
+    # data and augmentation
+    "image_size": POS_INT, "crop_size": POS_INT, "min_scale": POSITIVE, "max_scale": POSITIVE,
+    "scale": Check(lo=1, integer=True, length=2), "ratio_range": Check(lo=0, lo_open=True, length=2, ordered=True),
+    "cat_max_ratio": FRACTION, "flip_prob": PROB, "synthetic_train": POS_INT, "synthetic_val": POS_INT,
+    "synthetic_size": POS_INT, "color_jitter": NONNEG, "reprob": PROB, "recount": POS_INT, "mixup": NONNEG,
+    "cutmix": NONNEG, "cutmix_minmax": Check(lo=0, hi=1, length=2, ordered=True), "mixup_prob": PROB,
+    "mixup_switch_prob": PROB, "mixup_mode": Check(choices=("batch", "pair", "elem")),
+    "remode": Check(choices=("const", "rand", "pixel")), "smoothing": RATE, "crop_pct": FRACTION,
+    # evaluation
+    "stride": POS_INT, "ratios": POSITIVE, "crop_batch": POS_INT, "max_images": POS_INT,
+}
+
+
+def check_for(owner: type | None, name: str) -> Check | None:
+    """The check of field ``name`` of schema class ``owner``: the class's own ``checks`` first
+    (searched along its bases), then :data:`CHECKS`."""
+    for cls in getattr(owner, "__mro__", ()):
+        own = cls.__dict__.get("checks")
+        if isinstance(own, dict) and name in own:
+            return own[name]
+    return CHECKS.get(name)
+
+
+def _leaves(node, prefix: str = "", owner: type | None = None):
+    """(dotted key, plain value, owning schema class) of every leaf; lists are leaves."""
+    for key in node:
+        value = node[key]
+        dotted = f"{prefix}{key}"
+        if isinstance(value, DictConfig):
+            sub = OmegaConf.get_type(value)
+            yield from _leaves(value, dotted + ".", sub if sub not in (dict, None) else None)
+        elif isinstance(value, ListConfig):
+            yield dotted, OmegaConf.to_container(value, resolve=True), owner
+        else:
+            yield dotted, value, owner
+
+
+_UNSET = object()
+
+
+def _source_of(key: str, sources: list[tuple[str, DictConfig]]) -> str:
+    for where, src in reversed(sources):
+        if OmegaConf.select(src, key, default=_UNSET) is not _UNSET:
+            return where
+    return "the schema default"
+
+
+def validate(cfg: DictConfig, sources: list[tuple[str, DictConfig]] = ()) -> None:
+    """Raise :class:`ConfigError` naming the first field whose value fails its :class:`Check`,
+    and where that value came from."""
+    for key, value, owner in _leaves(cfg, owner=OmegaConf.get_type(cfg)):
+        check = check_for(owner, key.rsplit(".", 1)[-1])
+        if check is not None and not check.ok(value):
+            raise ConfigError(f"{key}={value!r} (from {_source_of(key, list(sources))}): "
+                              f"must be {check.describe()}")
+
+
+# ------------------------------------------------------------------ loading
 def load_config(schema, path: str | Path | None = None, overrides: list[str] | tuple = ()) -> DictConfig:
-    """Merge schema defaults, the YAML file at ``path`` (if any) and dotted overrides."""
+    """Merge schema defaults, the YAML file at ``path`` (if any) and dotted overrides, then
+    :func:`validate` the result."""
     cfg = OmegaConf.structured(schema)
     sources = []
     if path:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        sources.append((str(path), OmegaConf.load(path)))
+        try:
+            sources.append((str(path), OmegaConf.load(path)))
+        except Exception as e:  # YAML syntax errors come in several classes; one line names the file
+            raise ConfigError(f"{path}: not a readable YAML config: {str(e).splitlines()[0]}") from e
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got {bad}")
     if overrides:
-        sources.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+        try:
+            sources.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"command line: {str(e).splitlines()[0]}") from e
     for where, src in sources:
+        if not isinstance(src, DictConfig):
+            raise ConfigError(f"{where}: expected a mapping of fields, got a {type(src).__name__}")
         try:
             cfg = OmegaConf.merge(cfg, src)
         except OmegaConfBaseException as e:
             raise ConfigError(f"{where}: {e}".splitlines()[0] + f" (field: {getattr(e, 'full_key', '?')})") from e
+    validate(cfg, sources)
     return cfg
 
 
@@ -45,8 +215,29 @@ def to_dict(cfg: DictConfig) -> dict:
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, path)
+    """Write the YAML to a temporary file beside ``path`` and rename it over ``path``: a kill or a
+    full disk mid-write leaves the previous config.yaml (or none), never a truncated one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = OmegaConf.to_yaml(cfg)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a config is as readable as any other file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @dataclass
@@ -55,6 +246,8 @@ class PretrainData:
     num_workers: int = 8
     pin_memory: bool = True
     min_scale: float = 0.2  # RandomResizedCrop scale range (min_scale, 1)
+
+    checks: ClassVar[dict] = {"min_scale": FRACTION}
 
 
 @dataclass

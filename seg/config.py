@@ -3,7 +3,9 @@ by :func:`crossmae.config.load_config`). Defaults are the mmseg MAE ViT-B ADE20K
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
+
+from crossmae.config import POS_INT, Check
 
 
 @dataclass
@@ -39,7 +41,10 @@ class SegData:
     # the synthetic set (data.path=synthetic)
     synthetic_train: int = 160
     synthetic_val: int = 40
-    synthetic_size: List[int] = field(default_factory=lambda: [48, 96])
+    synthetic_size: List[int] = field(default_factory=lambda: [48, 96])  # (min, max) image side
+
+    # value ranges beyond crossmae.config.CHECKS (checked by load_config)
+    checks: ClassVar[dict] = {"synthetic_size": Check(lo=8, integer=True, length=2, ordered=True)}
 
 
 @dataclass
@@ -52,6 +57,8 @@ class SegTest:
     crop_batch: int = 8  # windows per forward pass
     num_workers: int = 4
     max_images: Optional[int] = None  # evaluate on the first N validation images only (quick checks)
+
+    checks: ClassVar[dict] = {"mode": Check(choices=("slide", "whole"))}
 
 
 @dataclass

@@ -31,6 +31,8 @@ class ClsData:
     num_workers: int = 8
     pin_memory: bool = True
 
+    checks: ClassVar[dict] = {"nb_classes": Check(lo=2, integer=True)}
+
 
 @dataclass
 class FinetuneAug:

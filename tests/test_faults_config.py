@@ -1,0 +1,135 @@
+"""Fault paths of configs, the command line, devices, checkpoints and output files: each bad input ends
+in one clear error naming the field / file, before anything runs, and nothing already written is lost."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+from omegaconf import OmegaConf
+
+from crossmae.config import CHECKS, Check, ConfigError, PretrainConfig, check_for, load_config
+from tiny import REPO
+
+
+def schemas() -> dict:
+    from cls_transfer.config import TransferConfig
+    from crossmae.classification.config import FinetuneConfig, LinprobeConfig
+    from det.train import DetConfig
+    from seg.config import SegConfig
+    return {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "linprobe": LinprobeConfig,
+            "cls_transfer": TransferConfig, "seg": SegConfig, "det": DetConfig}
+
+
+# ------------------------------------------------------------------ config values
+def _numeric(tp) -> bool:
+    """int/float, Optional of them, or a list of them (bool excluded)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, list, typing.List):
+        return any(_numeric(a) for a in args if a is not type(None))
+    return tp in (int, float)
+
+
+def _fields(cls, prefix=""):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _fields(tp, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, cls, f.name, tp
+
+
+@pytest.mark.parametrize("task", list(schemas()))
+def test_every_numeric_field_has_a_check(task):
+    """A new numeric field must come with its range (crossmae.config.CHECKS or the class's ``checks``)."""
+    fields = [(key, cls, name) for key, cls, name, tp in _fields(schemas()[task]) if _numeric(tp)]
+    assert len(fields) > 10
+    unchecked = [key for key, cls, name in fields if check_for(cls, name) is None]
+    assert not unchecked, f"{task}: no value check for {unchecked}"
+
+
+@pytest.mark.parametrize("task", list(schemas()))
+def test_defaults_pass(task):
+    load_config(schemas()[task])
+
+
+RECIPE_DIRS = {"pretrain": "pretrain", "finetune": "finetune", "linprobe": "linprobe", "cls_transfer": "cls_transfer",
+               "seg": "seg", "det": "det"}
+RECIPES = [(task, p) for task, d in RECIPE_DIRS.items() for p in sorted((REPO / "configs" / d).glob("*.yaml"))
+           if p.name != "references.yaml"]
+
+
+@pytest.mark.parametrize("task,path", RECIPES, ids=[f"{t}/{p.name}" for t, p in RECIPES])
+def test_every_recipe_passes(task, path):
+    load_config(schemas()[task], path)
+
+
+BAD = [  # (task, override, field named in the error); each crashed with a traceback (some after an epoch)
+    ("pretrain", "save_every=0", "save_every"),
+    ("pretrain", "log_every=0", "log_every"),
+    ("pretrain", "optim.betas=[0.9]", "optim.betas"),
+    ("pretrain", "optim.betas=[0.9,1.5]", "optim.betas"),
+    ("pretrain", "optim.lr=-1e-3", "optim.lr"),
+    ("pretrain", "data.min_scale=0", "data.min_scale"),
+    ("pretrain", "model.mask_ratio=1.0", "model.mask_ratio"),
+    ("pretrain", "precision=bf32", "precision"),
+    ("pretrain", "accum_iter=0", "accum_iter"),
+    ("finetune", "eval_every=0", "eval_every"),
+    ("finetune", "aug.smoothing=1.0", "aug.smoothing"),
+    ("finetune", "optim.layer_decay=0", "optim.layer_decay"),
+    ("finetune", "data.nb_classes=1", "data.nb_classes"),
+    ("linprobe", "optim.momentum=1.0", "optim.momentum"),
+    ("linprobe", "optim.name=adam", "optim.name"),
+    ("cls_transfer", "data.dataset=imagenet21k", "data.dataset"),
+    ("cls_transfer", "save_every=0", "save_every"),
+    ("seg", "test.stride=0", "test.stride"),
+    ("seg", "data.ratio_range=[2.0,0.5]", "data.ratio_range"),
+    ("seg", "model.backbone.depth=0", "model.backbone.depth"),
+    ("seg", "test.mode=sliding", "test.mode"),
+    ("det", "eval_every=0", "eval_every"),
+    ("det", "optim.betas=[0.9]", "optim.betas"),
+    ("det", "optim.milestones=[0.9,0.5]", "optim.milestones"),
+    ("det", "model.window_size=-1", "model.window_size"),
+]
+
+
+@pytest.mark.parametrize("task,override,key", BAD, ids=[f"{t}:{o}" for t, o, _ in BAD])
+def test_bad_value_is_one_clear_error(task, override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(schemas()[task], None, [override])
+    msg = str(e.value)
+    assert msg.startswith(f"{key}=") and "(from command line)" in msg and "must be" in msg
+    assert "\n" not in msg
+
+
+def test_error_names_the_yaml_file(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("epochs: 2\nsave_every: 0\n")
+    with pytest.raises(ConfigError, match=r"save_every=0 \(from .*recipe.yaml\): must be an integer >= 1"):
+        load_config(PretrainConfig, path)
+    # the command line wins over the file, and is then the source named
+    with pytest.raises(ConfigError, match=r"log_every=-1 \(from command line\)"):
+        load_config(PretrainConfig, path, ["save_every=1", "log_every=-1"])
+    assert load_config(PretrainConfig, path, ["save_every=1"]).save_every == 1
+
+
+def test_broken_yaml_is_one_line(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("epochs: [2\nsave_every: 1\n")
+    with pytest.raises(ConfigError, match="recipe.yaml: not a readable YAML config"):
+        load_config(PretrainConfig, path)
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(PretrainConfig, path)
+
+
+def test_check_semantics():
+    assert Check(lo=0, hi=1, hi_open=True).ok(0.0) and not Check(lo=0, hi=1, hi_open=True).ok(1.0)
+    assert not CHECKS["epochs"].ok(True) and not CHECKS["epochs"].ok(2.5) and CHECKS["epochs"].ok(3)
+    assert not CHECKS["lr"].ok(float("nan")) and CHECKS["lr"].ok(None)
+    assert CHECKS["betas"].ok([0.9, 0.95]) and not CHECKS["betas"].ok(0.9)
+    assert not CHECKS["milestones"].ok([0.9, 0.5]) and CHECKS["milestones"].ok([0.5, 0.9])
+    cfg = OmegaConf.structured(PretrainConfig)
+    assert cfg.optim.betas == [0.9, 0.95]  # the ClassVar `checks` is not a config field
+    assert "checks" not in cfg.data
