@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from crossmae.cli import report_errors
 from crossmae.config import load_config, save_config, to_dict
-from crossmae.engine import Trainer, build_adamw, init_distributed, load_checkpoint, model_state, warmup_poly
+from crossmae.engine import Trainer, init_distributed, load_checkpoint, model_state
 from crossmae.engine.distributed import barrier
 from crossmae.engine.logging import setup_logging, write_json
 from crossmae.engine.loop import autocast, resolve_precision
@@ -32,6 +32,7 @@ from .data import ADE20KDataset, eval_loader, train_loader
 from .inference import inference
 from .metrics import SegMetric
 from .model import build_upernet, convert_sync_bn, load_pretrained_encoder, seg_loss
+from .optim import build_seg_optimizer, mmseg_warmup_poly
 from .synthetic import CLASS_NAMES as SYNTHETIC_CLASSES, make_synthetic_ade20k
 from .transforms import TestTransform, TrainTransform
 
@@ -154,9 +155,9 @@ def run(cfg) -> dict:
     loader = train_loader(train_set, cfg.batch_size, cfg.iters_per_epoch * accum_iter, d.num_workers, dist.rank,
                           dist.world_size, cfg.seed, pin_memory=d.pin_memory and dist.device.type == "cuda")
     o = cfg.optim
-    optimizer = build_adamw(model, o.lr, o.weight_decay, betas=o.betas, layer_decay=o.layer_decay,
-                            num_layers=model.backbone.depth if o.layer_decay is not None else None)
-    schedule = warmup_poly(o.lr, cfg.max_iters, o.warmup_iters, o.power, o.min_lr, o.warmup_ratio)
+    optimizer = build_seg_optimizer(model, o.lr, o.weight_decay, betas=o.betas, layer_decay=o.layer_decay,
+                                    num_layers=model.backbone.depth if o.layer_decay is not None else None)
+    schedule = mmseg_warmup_poly(o.lr, cfg.max_iters, o.warmup_iters, o.power, o.min_lr, o.warmup_ratio)
     logger.info("%d training / %d validation images in %s; batch %d = %d x %d accum x %d processes; %d iterations "
                 "= %d epochs of %d (%.1f passes over the data)", len(train_set), len(val_set), root,
                 cfg.batch_size * accum_iter * dist.world_size, cfg.batch_size, accum_iter, dist.world_size,
