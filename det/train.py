@@ -22,6 +22,7 @@ from crossmae.engine import (Trainer, build_adamw, init_distributed, load_checkp
                              steps_per_epoch, warmup_step)
 from crossmae.engine.logging import setup_logging, write_json
 from crossmae.engine.loop import autocast, resolve_precision
+from crossmae.models.naming import describe_model
 
 from .backbone import build_net, load_encoder
 from .data import CocoInstances, LargeScaleJitter, collate
@@ -177,7 +178,7 @@ def run(cfg, eval_only: bool = False) -> dict:
     evaluator = CocoEvaluator(val_loader, val_set.coco.dataset, val_set.cat_ids, dist.device, dist.rank,
                               backend=cfg.eval_backend, precision_ctx=autocast(precision, dist.device))
     summary = {"task": "det", "dataset": cfg.data.name or root.name, "checkpoint": pretrained,
-               "config": to_dict(cfg)}
+               "model_description": f"ViTDet Mask R-CNN, {describe_model(net)} backbone", "config": to_dict(cfg)}
 
     if eval_only:
         weights = cfg.weights or cfg.resume or str(out_dir / "checkpoint.pth")
@@ -199,10 +200,10 @@ def run(cfg, eval_only: bool = False) -> dict:
     total = cfg.epochs * n_steps
     schedule = warmup_step(cfg.optim.lr, total, cfg.optim.warmup_iters, cfg.optim.milestones, cfg.optim.gamma,
                            cfg.optim.warmup_factor)
-    logger.info("ViTDet: %.1fM parameters, %d classes, %d train images (%d steps/epoch x %d epochs = %d iters), "
-                "%d val images, batch %d x %d processes", sum(p.numel() for p in model.parameters()) / 1e6,
-                train_set.num_classes, len(train_set), n_steps, cfg.epochs, total, len(val_set), cfg.batch_size,
-                dist.world_size)
+    logger.info("ViTDet, backbone %s: %.1fM parameters, %d classes, %d train images (%d steps/epoch x %d epochs = "
+                "%d iters), %d val images, batch %d x %d processes", describe_model(net),
+                sum(p.numel() for p in model.parameters()) / 1e6, train_set.num_classes, len(train_set), n_steps,
+                cfg.epochs, total, len(val_set), cfg.batch_size, dist.world_size)
     config = to_dict(cfg)
     config["pretrained"] = pretrained
     trainer = Trainer(model=model, optimizer=optimizer, train_loader=train_loader, lr_schedule=schedule,

@@ -25,6 +25,7 @@ from crossmae.engine import Trainer, init_distributed, load_checkpoint, model_st
 from crossmae.engine.distributed import barrier
 from crossmae.engine.logging import setup_logging, write_json
 from crossmae.engine.loop import autocast, resolve_precision
+from crossmae.models.naming import describe_model
 from crossmae.pretrain import resolve_accum_iter
 
 from .config import SegConfig
@@ -131,8 +132,8 @@ def run(cfg) -> dict:
     else:
         logger.warning("no pretrained checkpoint: the backbone starts from random weights")
     model = convert_sync_bn(model, dist.device, dist.world_size)
-    logger.info("UperNet: %.1fM parameters (backbone %.1fM), %d classes", sum(p.numel() for p in model.parameters()) / 1e6,
-                sum(p.numel() for p in model.backbone.parameters()) / 1e6, cfg.model.num_classes)
+    logger.info("UperNet, backbone %s: %.1fM parameters, %d classes", describe_model(model.backbone),
+                sum(p.numel() for p in model.parameters()) / 1e6, cfg.model.num_classes)
 
     d = cfg.data
     val_set = ADE20KDataset(root, d.val_split, TestTransform(), cfg.model.num_classes, d.reduce_zero_label,
@@ -140,7 +141,8 @@ def run(cfg) -> dict:
     precision = resolve_precision(cfg.precision, dist.device)
     evaluator = Evaluator(cfg, val_set, dist, precision)
     summary = {"task": "seg", "dataset": cfg.dataset_name or root.name,
-               "checkpoint": str(Path(pretrained).resolve()) if pretrained else "", "config": to_dict(cfg)}
+               "checkpoint": str(Path(pretrained).resolve()) if pretrained else "",
+               "model_description": f"UperNet, {describe_model(model.backbone)} backbone", "config": to_dict(cfg)}
 
     if cfg.eval_only:
         model.to(dist.device)

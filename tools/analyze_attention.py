@@ -54,13 +54,15 @@ def main(argv=None) -> int:
         result = A.dataset_attention_mass(model, loader(data, args.batch_size, args.num_workers), args.mask_ratio,
                                           args.seed)
         ref = load_references().get("attention_mass")
-        fig = figures.attention_mass_figure(result, out / "attention_mass.png", ref, title=f"{info['name']}: {name}")
+        fig = figures.attention_mass_figure(result, out / "attention_mass.png", ref,
+                                            title=f"{info['description']}: {name}")
         s, m = result["sum_over_blocks"], result["mean_over_blocks"]
         print(f"{result['num_images']} images, mask ratio {result['mask_ratio']}: sum over "
               f"{len(result['blocks'])} blocks, visible {s['paper/visible']:.3f} vs masked {s['paper/masked']:.3f} "
               f"(paper, MAE-B: {ref['sum_visible']} vs {ref['sum_masked']}); share of attention per block: visible "
               f"{m['mass/visible']:.3f}, masked {m['mass/masked']:.3f}, cls {m['mass/cls']:.3f}")
-        result.update(checkpoint=info["path"], model=info["name"], reference=ref)
+        result.update(checkpoint=info["path"], model=info["model"], model_description=info["description"],
+                      reference=ref)
     else:
         query = args.query if args.query is not None else (model.grid_size[0] // 2) * model.grid_size[1] + \
             model.grid_size[1] // 2
@@ -72,11 +74,11 @@ def main(argv=None) -> int:
         maps = A.crossmae_query_maps(model, vis, masks, query).cpu()
         fig = figures.query_maps_figure(denormalize_batch(vis), masks.visible_mask.cpu(), maps, query,
                                         model.grid_size, out / f"query_maps_q{query}.png",
-                                        title=f"{info['name']}: cross-attention of patch {query}")
+                                        title=f"{info['description']}: cross-attention of patch {query}")
         result["figure_maps"] = maps.nan_to_num(nan=-1.0).tolist()  # [block][image][row][col]; -1: masked, not a key
         print(f"{result['num_images']} images, query patch {query}: attention-weighted distance to the visible "
               f"patches per block " + ", ".join(f"{d:.2f}" for d in result["mean_distance"]))
-        result.update(checkpoint=info["path"], model=info["name"])
+        result.update(checkpoint=info["path"], model=info["model"], model_description=info["description"])
     (out / "attention.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {fig} and {out / 'attention.json'}")
     return 0

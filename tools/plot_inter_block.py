@@ -29,9 +29,10 @@ def main(argv=None) -> int:
         print(f"plot_inter_block: error: {e}", file=sys.stderr)
         return 2
     fig = figures.inter_block_figure(weight, names, args.output,
-                                     title=f"{info['name']} ({Path(args.checkpoint).name}): inter-block weights")
+                                     title=f"{info['description']} ({Path(args.checkpoint).name}): inter-block weights")
     js = Path(args.output).with_suffix(".json")
-    js.write_text(json.dumps({"checkpoint": info["path"], "model": info["name"], "feature_maps": names,
+    js.write_text(json.dumps({"checkpoint": info["path"], "model": info["model"],
+                              "model_description": info["description"], "feature_maps": names,
                               "weights": weight.tolist()}, indent=2))
     print(f"wrote {fig} and {js}")
     return 0

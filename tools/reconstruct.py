@@ -45,10 +45,10 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(args.seed)
     rec = reconstruct(model, vis, move_masks(model.sample_masks(vis.cpu(), generator=g), vis.device))
     fig = figures.reconstruction_figure(rec, out / "reconstruction.png", max_images=args.num_vis,
-                                        title=f"{info['name']} ({Path(args.checkpoint).name}): mean PSNR on predicted "
-                                              f"patches {result['psnr']:.2f} dB over {result['num_images']} images")
-    result.update(checkpoint=info["path"], model=info["name"], mask_ratio=model.mask_ratio,
-                  pred_ratio=model.pred_ratio)
+                                        title=f"{info['description']} ({Path(args.checkpoint).name}): mean PSNR "
+                                              f"on predicted patches {result['psnr']:.2f} dB over {result['num_images']} images")
+    result.update(checkpoint=info["path"], model=info["model"], model_description=info["description"],
+                  mask_ratio=model.mask_ratio, pred_ratio=model.pred_ratio)
     (out / "psnr.json").write_text(json.dumps(result, indent=2))
     print(f"PSNR on predicted patches over {result['num_images']} images: {result['psnr']:.2f} dB; per decoder block "
           + ", ".join(f"{v:.2f}" for v in result["psnr_blocks"]))

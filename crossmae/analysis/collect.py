@@ -77,6 +77,7 @@ class Row:
     decoder_depth: int | None = None
     resolution: int | None = None
     model: str | None = None
+    arch: str | None = None  # for a "custom" size: what ran, e.g. "ViT 128w/4d/4h/p4 32px"
     values: dict[str, float] = field(default_factory=dict)  # column key -> our number
     sources: dict[str, str] = field(default_factory=dict)  # column key -> results.json it came from
     mtimes: dict[str, float] = field(default_factory=dict)
@@ -91,6 +92,8 @@ class Row:
 
     @property
     def size_label(self) -> str:
+        if self.size == "custom" and self.arch:
+            return self.arch
         return f"ViT-{self.size[0].upper()}" if self.size in SIZE_NAMES else (self.size or "?")
 
 
@@ -197,9 +200,25 @@ def _size(model_name: str, kwargs: dict) -> tuple[str | None, int]:
     return ("custom" if custom else size), int(kwargs.get("img_size", 224))
 
 
+def _custom_arch(model_name: str, kwargs: dict) -> str | None:
+    """The honest architecture name of a factory + overrides (see crossmae.models.naming)."""
+    from ..models import SIZES
+    from ..models.naming import describe_arch
+    m = re.search(r"vit_(small|base|large|huge)", model_name or "")
+    if not m:
+        return None
+    fields = ("embed_dim", "depth", "num_heads", "patch_size", "img_size", "mlp_ratio")
+    arch = {"img_size": 224, "mlp_ratio": 4.0, **{k: v for k, v in SIZES[m.group(1)].items() if k in fields}}
+    try:
+        return describe_arch(**{**arch, **{k: kwargs[k] for k in fields if k in kwargs}})
+    except (TypeError, ValueError):
+        return None
+
+
 def pretrain_row(path: Path, data: dict) -> Row:
     kwargs = _model_kwargs(path.parent)
-    model = str(data.get("model", kwargs.get("name", "")))
+    # "factory" is the registered name the run was built from; "model" may be its honest description
+    model = str(data.get("factory") or kwargs.get("name") or data.get("model", ""))
     size, resolution = _size(model, kwargs)
     decoder = norm_name(data.get("decoder", ""))
     method = "crossmae" if decoder == "crossmae" or model.startswith("crossmae") else \
@@ -207,7 +226,9 @@ def pretrain_row(path: Path, data: dict) -> Row:
     return Row(checkpoint=_resolve(data["checkpoint"], path.parent), label=path.parent.name, method=method,
                size=size, epochs=_int(data.get("epochs")), mask_ratio=_float(data.get("mask_ratio")),
                pred_ratio=_float(data.get("pred_ratio")) if method == "crossmae" else None,
-               decoder_depth=_int(data.get("decoder_depth")), resolution=resolution, model=model)
+               decoder_depth=_int(data.get("decoder_depth")), resolution=resolution,
+               model=str(data.get("model_description") or model),
+               arch=_custom_arch(model, kwargs) if size == "custom" else None)
 
 
 def _resolve(checkpoint: str, base: Path) -> str:

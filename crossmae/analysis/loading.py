@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..engine.checkpoint import CheckpointError, load_checkpoint, model_state
 from ..models import build_model
+from ..models.naming import describe_model, registered_or_described
 
 
 def model_spec_from_checkpoint(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> tuple[str, dict]:
@@ -76,8 +77,10 @@ def load_pretrained(path: str | os.PathLike, model_name: str | None = None, mode
                               f"{missing[:6]}{'...' if len(missing) > 6 else ''}, unexpected keys "
                               f"{unexpected[:6]}{'...' if len(unexpected) > 6 else ''}")
     model.to(device).eval()
+    # "name" is the factory; "model" and "description" say what was built (overrides included)
     info = {"path": str(Path(path).resolve()), "name": model_name, "kwargs": model_kwargs,
-            "epoch": ckpt.get("epoch"), "decoder": type(model).__name__}
+            "epoch": ckpt.get("epoch"), "decoder": type(model).__name__,
+            "model": registered_or_described(model_name, model), "description": describe_model(model)}
     return model, info
 
 
