@@ -87,58 +87,99 @@ def random_flip(img, label, prob: float = 0.5, g=None):
     return img, label
 
 
-def rgb_to_hsv(img: torch.Tensor) -> torch.Tensor:
-    """[3, H, W] RGB in 0..255 -> H in degrees [0, 360), S in [0, 1], V in 0..255 (OpenCV's float convention)."""
-    r, g, b = img
-    v, _ = img.max(0)
-    mn, _ = img.min(0)
-    delta = v - mn
-    s = torch.where(v > 0, delta / v.clamp(min=1e-8), torch.zeros_like(v))
-    safe = delta.clamp(min=1e-8)
-    h = torch.where(v == r, (g - b) / safe, torch.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    h = torch.where(delta > 0, (h * 60) % 360, torch.zeros_like(h))
-    return torch.stack([h, s, v])
+# OpenCV's 8-bit RGB -> HSV divides through fixed-point tables (12 fractional bits) built with cvRound
+_HSV_SHIFT = 12
+_SDIV = torch.tensor([0] + [round((255 << _HSV_SHIFT) / i) for i in range(1, 256)], dtype=torch.int64)
+_HDIV180 = torch.tensor([0] + [round((180 << _HSV_SHIFT) / (6 * i)) for i in range(1, 256)], dtype=torch.int64)
 
 
-def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    h, s, v = hsv
-    h = (h % 360) / 60
-    i = h.floor()
-    f = h - i
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    i = i.long() % 6
-    r = torch.stack([v, q, p, p, t, v])
-    g = torch.stack([t, v, v, q, p, p])
-    b = torch.stack([p, p, t, v, v, q])
-    pick = lambda c: c.gather(0, i[None])[0]  # noqa: E731
-    return torch.stack([pick(r), pick(g), pick(b)])
+def rgb_to_hsv_u8(img: torch.Tensor) -> torch.Tensor:
+    """[3, H, W] RGB with integer values 0..255 -> OpenCV's 8-bit HSV (``COLOR_BGR2HSV`` on uint8):
+    H in 2-degree units 0..179, S and V in 0..255, all integer-valued float32."""
+    r, g, b = img.to(torch.int64)
+    v = torch.maximum(torch.maximum(r, g), b)
+    diff = v - torch.minimum(torch.minimum(r, g), b)
+    half = 1 << (_HSV_SHIFT - 1)
+    s = (diff * _SDIV[v] + half) >> _HSV_SHIFT
+    h = torch.where(v == r, g - b, torch.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
+    h = (h * _HDIV180[diff] + half) >> _HSV_SHIFT
+    h = torch.where(h < 0, h + 180, h)
+    return torch.stack([h, s, v]).float()
+
+
+def hsv_u8_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """OpenCV's 8-bit HSV (H in 2-degree units) -> RGB integers 0..255, as ``COLOR_HSV2BGR``'s
+    vectorised path (OpenCV 4.x, 5.x): float32 sector formula on H * 6/180, S / 255, V / 255, then
+    x 255 truncated (only its few-pixel scalar tail rounds)."""
+    h, s, v = hsv.float()
+    h = h * (6.0 / 180.0)
+    s = s * (1.0 / 255.0)
+    v = v * (1.0 / 255.0)
+    sector = h.floor()
+    f = h - sector
+    bad = (sector < 0) | (sector >= 6)
+    sector = torch.where(bad, torch.zeros_like(sector), sector).long()
+    f = torch.where(bad, torch.zeros_like(f), f)
+    tab = torch.stack([v, v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))])
+    # OpenCV's sector_data rows give the table index of (b, g, r) for each sector
+    sectors = torch.tensor([[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]])
+    idx = sectors[sector]  # [H, W, 3] = (b, g, r)
+    pick = lambda k: tab.gather(0, idx[..., k][None])[0]  # noqa: E731
+    rgb = torch.stack([pick(2), pick(1), pick(0)])
+    return (rgb * 255.0).floor().clamp(0, 255)
+
+
+def _to_u8(x: torch.Tensor) -> torch.Tensor:
+    """``np.clip(x, 0, 255).astype(np.uint8)``: clip, then truncate."""
+    return x.clamp(0, 255).floor()
+
+
+def adjust_brightness(img: torch.Tensor, delta: float) -> torch.Tensor:
+    return _to_u8(img + delta)
+
+
+def adjust_contrast(img: torch.Tensor, alpha: float) -> torch.Tensor:
+    return _to_u8(img * alpha)
+
+
+def adjust_saturation(img: torch.Tensor, alpha: float) -> torch.Tensor:
+    hsv = rgb_to_hsv_u8(img)
+    hsv[1] = _to_u8(hsv[1] * alpha)
+    return hsv_u8_to_rgb(hsv)
+
+
+def shift_hue(img: torch.Tensor, shift: int) -> torch.Tensor:
+    """Shift hue by ``shift`` OpenCV units (2 degrees each), modulo 180 units."""
+    hsv = rgb_to_hsv_u8(img)
+    hsv[0] = (hsv[0] + shift) % 180
+    return hsv_u8_to_rgb(hsv)
 
 
 def photometric_distortion(img: torch.Tensor, g=None, brightness_delta: float = 32,
-                           contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5), hue_delta: float = 18):
-    """mmseg's PhotoMetricDistortion: random brightness, then contrast either before or after the
-    saturation and hue changes (chosen at random); every step applied with probability 1/2, and the
-    image clipped to 0..255 after each. Hue is shifted by up to ``hue_delta`` degrees."""
+                           contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5), hue_delta: int = 18):
+    """mmseg's PhotoMetricDistortion on the uint8 image its pipeline carries: random brightness, then
+    contrast either before or after the saturation and hue changes; every step applied with
+    probability 1/2 and its result truncated to uint8. Saturation and hue each round-trip through
+    OpenCV's 8-bit HSV, where hue is stored in 2-degree units, so the hue shift
+    ``randint(-hue_delta, hue_delta)`` (numpy's: upper bound excluded) moves it by -36..+34 degrees.
+    The float input (0..255) is first rounded to uint8, as cv2's resize leaves it in mmseg."""
     def maybe() -> bool:
         return _randint(g, 0, 1) == 1
 
+    img = img.round().clamp(0, 255)
     if maybe():
-        img = (img + _uniform(g, -brightness_delta, brightness_delta)).clamp(0, 255)
+        img = adjust_brightness(img, _uniform(g, -brightness_delta, brightness_delta))
     contrast_first = maybe()
 
     def contrast(x):
-        return (x * _uniform(g, *contrast_range)).clamp(0, 255) if maybe() else x
+        return adjust_contrast(x, _uniform(g, *contrast_range)) if maybe() else x
 
     if contrast_first:
         img = contrast(img)
-    do_sat, do_hue = maybe(), maybe()
-    if do_sat or do_hue:
-        hsv = rgb_to_hsv(img)
-        if do_sat:
-            hsv[1] = (hsv[1] * _uniform(g, *saturation_range)).clamp(0, 1)
-        if do_hue:
-            hsv[0] = hsv[0] + _uniform(g, -hue_delta, hue_delta)
-        img = hsv_to_rgb(hsv).clamp(0, 255)
+    if maybe():
+        img = adjust_saturation(img, _uniform(g, *saturation_range))
+    if maybe():
+        img = shift_hue(img, _randint(g, -int(hue_delta), int(hue_delta) - 1))
     if not contrast_first:
         img = contrast(img)
     return img

@@ -5,8 +5,8 @@ from PIL import Image
 
 from seg.data import ADE20K_CLASSES, ADE20KDataset, IterationSampler, SegDataError, ShardSampler, reduce_zero_label
 from seg.synthetic import CLASS_NAMES, make_synthetic_ade20k
-from seg.transforms import (IGNORE_INDEX, TrainTransform, hsv_to_rgb, photometric_distortion, random_crop,
-                            rescale_size, rgb_to_hsv)
+from seg.transforms import (IGNORE_INDEX, TrainTransform, hsv_u8_to_rgb, photometric_distortion, random_crop,
+                            rescale_size, rgb_to_hsv_u8)
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +110,9 @@ def test_random_crop_avoids_crops_dominated_by_one_class():
 
 def test_hsv_round_trip_and_photometric_range():
     g = torch.Generator().manual_seed(0)
-    img = torch.rand(3, 16, 16, generator=g) * 255
-    assert torch.allclose(hsv_to_rgb(rgb_to_hsv(img)), img, atol=1e-3)
+    img = (torch.rand(3, 16, 16, generator=g) * 255).round()
+    # 8-bit HSV loses a little: OpenCV's round trip is within a few levels, never further
+    assert (hsv_u8_to_rgb(rgb_to_hsv_u8(img)) - img).abs().max() <= 4
     outs = [photometric_distortion(img, g) for _ in range(8)]
     assert all(o.min() >= 0 and o.max() <= 255 for o in outs)
     assert sum(not torch.allclose(o, img) for o in outs) >= 4
