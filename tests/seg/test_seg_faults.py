@@ -1,0 +1,75 @@
+"""ADE20K faults found before training: a label value out of range in any file (not only the first few),
+validated by a cached scan; 16-bit images are read through the shared reader."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import seg.data as seg_data
+from seg.data import ADE20KDataset, SegDataError
+
+
+def write_split(root, n=20, size=12, bad=None, bad_value=200):
+    (root / "images" / "training").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "training").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        name = f"ADE_train_{i:08d}"
+        Image.fromarray(np.full((size, size, 3), 100, np.uint8)).save(root / "images" / "training" / f"{name}.jpg")
+        label = np.full((size, size), 1 + i % 150, np.uint8)
+        if i == bad:
+            label[3, 4] = bad_value
+        Image.fromarray(label).save(root / "annotations" / "training" / f"{name}.png")
+    return root
+
+
+def test_a_bad_label_beyond_the_first_files_is_found_when_the_dataset_is_built(tmp_path):
+    write_split(tmp_path, bad=17)
+    with pytest.raises(SegDataError, match=r"ADE_train_00000017\.png has values \[200\].*1 of 20 label maps"):
+        ADE20KDataset(tmp_path, "training", label_values_cache=tmp_path / "cache.json")
+
+
+def test_the_scan_is_cached_and_sees_changed_files(tmp_path, monkeypatch):
+    write_split(tmp_path)
+    cache = tmp_path / "cache.json"
+    calls = []
+    real = seg_data.label_values
+    monkeypatch.setattr(seg_data, "label_values", lambda p: calls.append(p) or real(p))
+    ADE20KDataset(tmp_path, "training", label_values_cache=cache)
+    assert len(calls) == 20 and cache.is_file()
+    calls.clear()
+    ADE20KDataset(tmp_path, "training", label_values_cache=cache)
+    assert calls == []  # nothing changed: no file decoded
+    changed = tmp_path / "annotations" / "training" / "ADE_train_00000005.png"
+    label = np.full((12, 12), 3, np.uint8)
+    label[0, 0] = 151
+    Image.fromarray(label).save(changed)
+    os.utime(changed, ns=(1, 1))  # a different mtime even on coarse file-system clocks
+    with pytest.raises(SegDataError, match=r"ADE_train_00000005\.png has values \[151\]"):
+        ADE20KDataset(tmp_path, "training", label_values_cache=cache)
+    assert [p.name for p in calls] == ["ADE_train_00000005.png"]
+
+
+def test_default_cache_lies_beside_the_annotations(tmp_path):
+    write_split(tmp_path, n=3)
+    ADE20KDataset(tmp_path, "training")
+    assert (tmp_path / "annotations" / ".crossmae_label_values_training.json").is_file()
+    assert len(ADE20KDataset(tmp_path, "training")) == 3
+
+
+def test_labels_without_reduce_zero_label_use_0_to_k_minus_1(tmp_path):
+    write_split(tmp_path, n=3, bad=1, bad_value=150)  # 150 is a class with reduce_zero_label, not without
+    ADE20KDataset(tmp_path, "training", label_values_cache=tmp_path / "a.json")
+    with pytest.raises(SegDataError, match=r"\[150\].*expected 0\.\.149"):
+        ADE20KDataset(tmp_path, "training", reduce_zero_label=False, label_values_cache=tmp_path / "b.json")
+
+
+def test_16bit_image_is_scaled_not_clipped(tmp_path):
+    write_split(tmp_path, n=1, size=16)
+    img = np.linspace(0, 65535, 256).round().astype(np.uint16).reshape(16, 16)
+    (tmp_path / "images" / "training" / "ADE_train_00000000.jpg").unlink()
+    Image.fromarray(img).save(tmp_path / "images" / "training" / "ADE_train_00000000.png")
+    rgb, _ = ADE20KDataset(tmp_path, "training", label_values_cache=tmp_path / "c.json")[0]
+    assert (rgb.numpy() == 255).mean() < 0.01 and int(rgb.max()) == 255
