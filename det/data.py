@@ -265,7 +265,9 @@ class LargeScaleJitter:
         img, target = resize(img, target, min(s / h, s / w))
         h, w = img.shape[-2:]
         ch, cw = min(h, self.image_size), min(w, self.image_size)
-        top, left = random.randint(0, h - ch), random.randint(0, w - cw)
+        # detectron2's FixedSizeCrop: one random fraction of the slack for both offsets, rounded
+        frac = random.random()
+        top, left = round((h - ch) * frac), round((w - cw) * frac)
         if (ch, cw) != (h, w):
             img, target = crop(img, target, top, left, ch, cw)
         return img, target

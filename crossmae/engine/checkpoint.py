@@ -11,7 +11,8 @@ import argparse
 import os
 import pickle
 import random
-import tempfile
+import re
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,13 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``path``:
-    a crash or kill at any point leaves the previous file intact."""
+    a crash or kill at any point leaves the previous file intact. The file gets the permissions every
+    other file gets (0666 less the umask), so colleagues on a shared cluster can read it; the temporary
+    name carries the writer's pid, so a later run can tell (and remove) ones that killed runs left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **state}, f)
@@ -40,6 +44,54 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)  # make the rename itself durable
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories; the data itself is synced
+        pass
+    finally:
+        os.close(fd)
+
+
+# save_checkpoint's temporary files: ".<name>.<pid>.<hex>.tmp"; ".<name>.<8 chars>.tmp" from older versions
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.[0-9a-f]{8}|[A-Za-z0-9_]{8})\.tmp$")
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporary checkpoint files in ``directory`` that no live process on this host is writing
+    (a kill during ``save_checkpoint`` leaves one). Call it only where no other host writes checkpoints into
+    ``directory`` (``lock_run_dir`` does, holding the directory's lock). Returns the removed paths."""
+    removed = []
+    for p in sorted(Path(directory).glob(".*.tmp")):
+        m = _TEMP_NAME.match(p.name)
+        if m is None or not m["name"].endswith((".pth", ".pt", ".safetensors", ".bin")):
+            continue  # not one of ours
+        pid = int(m["pid"]) if m["pid"] else None
+        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+            continue  # being written right now
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

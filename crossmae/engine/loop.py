@@ -9,8 +9,10 @@ trajectory as one that never stopped, on every rank.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from .checkpoint import CheckpointError, load_checkpoint, model_state, save_chec
 from .distributed import DistInfo, all_reduce_sum
 from .logging import RunLogger
 from .optim import set_lr
+from .rundir import lock_run_dir
 
 logger = logging.getLogger("crossmae")
 
@@ -111,6 +114,8 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self.best: float | None = None
         self.last_eval: dict = {}
+        if dist.is_main:  # tasks claimed it in setup_logging already; this covers direct users of the Trainer
+            lock_run_dir(self.output_dir)
         self.run_log = RunLogger(self.output_dir, tensorboard=tensorboard)
 
     # ------------------------------------------------------------------ checkpoints
@@ -123,12 +128,16 @@ class Trainer:
         if self.dist.is_main:
             save_checkpoint(self.state_dict(epoch), self.output_dir / name)
 
-    def resume(self, path: str | Path) -> None:
+    def resume(self, path: str | Path, refuse_other_run: bool = False) -> None:
+        """Continue from a training checkpoint. Its recorded config is compared with this run's: a different
+        model or data is refused if ``refuse_other_run`` (a checkpoint found in the output dir), else warned
+        about (a checkpoint named explicitly); other differences are logged."""
         ckpt = load_checkpoint(path)
         missing = [k for k in ("model", "optimizer", "epoch") if k not in ckpt]
         if missing:
             raise CheckpointError(f"cannot resume from {path}: it lacks {missing} (a weights-only file? "
                                   f"use it as pretrained weights instead)")
+        check_resume_config(ckpt.get("config"), self.config, path, refuse=refuse_other_run)
         self.module.load_state_dict(model_state(ckpt, path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if "scaler" in ckpt:
@@ -139,12 +148,13 @@ class Trainer:
         logger.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.step)
 
     def auto_resume(self, resume: str | None) -> None:
-        """Resume from ``resume`` if given, else from ``<output_dir>/checkpoint.pth`` if it exists."""
+        """Resume from ``resume`` if given, else from ``<output_dir>/checkpoint.pth`` if it exists (refused
+        if that checkpoint is of another model or data: another experiment used this output dir)."""
         latest = self.output_dir / "checkpoint.pth"
         if resume:
             self.resume(resume)
         elif latest.is_file():
-            self.resume(latest)
+            self.resume(latest, refuse_other_run=True)
 
     # ------------------------------------------------------------------ training
     def steps_per_epoch(self) -> int:
@@ -222,6 +232,8 @@ class Trainer:
         return {**means, "epoch_time_s": time.time() - t0, "lr": self.lr_schedule(self.step)}
 
     def fit(self) -> dict:
+        # the logs describe one trajectory: drop what a killed run logged after the checkpoint we start from
+        self.run_log.rewind(self.step, self.start_epoch)
         if self.start_epoch >= self.epochs:
             logger.info("nothing to train: checkpoint is at epoch %d of %d", self.start_epoch, self.epochs)
         for epoch in range(self.start_epoch, self.epochs):
@@ -235,12 +247,14 @@ class Trainer:
                 self.last_eval = self.evaluate(self.module)
                 record["eval"] = self.last_eval
                 self._track_best(epoch)
-            if (epoch + 1) % self.save_every == 0 or last:
-                self.save("checkpoint.pth", epoch + 1)
+            # checkpoint.pth is the epoch's commit point, written last: a kill before it repeats the epoch
+            # (logs are rewound, snapshots rewritten identically), a kill after it loses nothing of the epoch
             if self.keep_every and (epoch + 1) % self.keep_every == 0:
                 self.save(f"checkpoint-{epoch + 1:04d}.pth", epoch + 1)
-            self.run_log.log_epoch(epoch + 1, record)
+            self.run_log.log_epoch(epoch + 1, record, step=self.step)
             logger.info("epoch %d/%d: %s", epoch + 1, self.epochs, _fmt(record))
+            if (epoch + 1) % self.save_every == 0 or last:
+                self.save("checkpoint.pth", epoch + 1)
         self.run_log.close()
         return self.last_eval
 
@@ -254,6 +268,73 @@ class Trainer:
             self.best = value
             self.save("checkpoint-best.pth", epoch + 1)
             logger.info("new best %s = %.4f at epoch %d", self.best_metric, value, epoch + 1)
+
+
+# What makes a run this run: a checkpoint whose config differs here belongs to another experiment. Every
+# other field (epochs, lr, batch size, ...) may legitimately change between starts of one run.
+IDENTITY_FIELDS = ("model", "data", "pretrained", "random_init")
+NOT_IDENTITY = ("model.*drop_path_rate", "data.num_workers", "data.pin_memory", "data.name", "data.check_sizes",
+                "data.verify_md5")
+IGNORED_FIELDS = ("resume",)
+
+
+def config_differences(saved: dict, current: dict) -> tuple[dict[str, tuple], list[str]]:
+    """``({dotted key: (saved, current)}, keys only one side has)`` over the leaves of two config dicts.
+    Path-like strings naming the same file compare equal."""
+    a, b = _flatten_config(saved), _flatten_config(current)
+    diffs = {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if not _same_value(a[k], b[k])}
+    return diffs, sorted(a.keys() ^ b.keys())
+
+
+def is_identity_field(key: str) -> bool:
+    return (key.split(".")[0] in IDENTITY_FIELDS
+            and not any(fnmatch.fnmatchcase(key, pattern) for pattern in NOT_IDENTITY))
+
+
+def check_resume_config(saved: dict | None, current: dict, path: str | Path, refuse: bool) -> None:
+    """Log how the checkpoint's config differs from this run's; a different model or data raises a
+    ``CheckpointError`` naming the keys if ``refuse``, else it is warned about."""
+    if not saved or not current:
+        return
+    diffs, one_sided = config_differences(saved, current)
+    diffs = {k: v for k, v in diffs.items() if k.split(".")[0] not in IGNORED_FIELDS}
+    identity = {k: v for k, v in diffs.items() if is_identity_field(k)}
+    others = {k: v for k, v in diffs.items() if k not in identity}
+    if others:
+        logger.info("resuming %s with changed settings: %s", path, _fmt_diffs(others))
+    if one_sided:
+        logger.info("fields only in the checkpoint's config or only in this one (not compared): %s",
+                    ", ".join(one_sided))
+    if not identity:
+        return
+    what = (f"{path} was written by a run with another model or data (checkpoint -> this run: "
+            f"{_fmt_diffs(identity)})")
+    if refuse:
+        raise CheckpointError(f"{what}. This output dir holds another experiment: choose a new output_dir, or "
+                              f"pass resume={path} to continue that checkpoint under this config deliberately.")
+    logger.warning("%s; resuming it as asked (resume=)", what)
+
+
+def _flatten_config(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _same_value(a, b) -> bool:
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and a and b:
+        return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+    return False
+
+
+def _fmt_diffs(diffs: dict[str, tuple]) -> str:
+    return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diffs.items())
 
 
 def check_finite(loss: float, step: int) -> None:
