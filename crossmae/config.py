@@ -246,8 +246,11 @@ class PretrainData:
     num_workers: int = 8
     pin_memory: bool = True
     min_scale: float = 0.2  # RandomResizedCrop scale range (min_scale, 1)
+    # fast: reduced-scale JPEG decode, uint8 batches normalised on the device (crossmae/data/fast_rrc.py);
+    # classic: torchvision transforms, float32 batches (MAE's pipeline). Same crop distribution.
+    pipeline: str = "fast"
 
-    checks: ClassVar[dict] = {"min_scale": FRACTION}
+    checks: ClassVar[dict] = {"min_scale": FRACTION, "pipeline": Check(choices=("fast", "classic"))}
 
 
 @dataclass

@@ -14,10 +14,11 @@ from torchvision import transforms
 from .analysis.figures import reconstruction_figure
 from .analysis.reconstruction import reconstruct
 from .config import PretrainConfig, load_config, save_config, to_dict
-from .data import (IMAGENET_MEAN, IMAGENET_STD, SafeImageFolder, build_loader, make_demo_imagefolder,
-                   pretrain_transform, split_dir)
+from .data import (IMAGENET_MEAN, IMAGENET_STD, FastPretrainFolder, SafeImageFolder, build_loader,
+                   make_demo_imagefolder, normalize_uint8, pretrain_transform, split_dir)
 from .engine import Trainer, build_adamw, init_distributed, steps_per_epoch, warmup_cosine
 from .engine.distributed import barrier
+from .knn import with_knn
 from .engine.logging import setup_logging, write_json
 from .engine.results import previous_metrics, rerun_metrics
 from .models import build_model
@@ -49,6 +50,8 @@ def pretrain_lr(blr: float, lr: float | None, effective_batch: int, mask_ratio: 
 
 def pretrain_loss(model, batch):
     imgs = batch[0]
+    if imgs.dtype == torch.uint8:  # the fast pipeline ships uint8 (4x fewer bytes); normalised on the device
+        imgs = normalize_uint8(imgs)
     return model(imgs).loss
 
 
@@ -94,7 +97,9 @@ def run(cfg) -> dict:
         barrier()  # the other ranks wait until rank 0 has written the demo images
     if not data_root:
         raise ValueError("data.path is empty: give an ImageFolder root (e.g. data.path=/data/imagenet) or 'demo'")
-    dataset = SafeImageFolder(split_dir(data_root, "train"), transform=pretrain_transform(img_size, cfg.data.min_scale))
+    train_dir = split_dir(data_root, "train")
+    dataset = (FastPretrainFolder(train_dir, img_size, cfg.data.min_scale) if cfg.data.pipeline == "fast" else
+               SafeImageFolder(train_dir, transform=pretrain_transform(img_size, cfg.data.min_scale)))
     loader = build_loader(dataset, cfg.batch_size, cfg.data.num_workers, dist.rank, dist.world_size, cfg.seed,
                           pin_memory=cfg.data.pin_memory and dist.device.type == "cuda")
 
@@ -113,6 +118,7 @@ def run(cfg) -> dict:
     if vis is None:
         dataset.readable_images(1)  # a folder of unreadable files fails now, not mid-epoch
     evaluate = (lambda m: {"fixed_mask_loss": fixed_mask_loss(m, vis, cfg.seed)}) if vis is not None else None
+    evaluate = with_knn(evaluate, cfg.knn, img_size, cfg.epochs, lambda: trainer.start_epoch, out_dir / "demo_data")
     trainer = Trainer(model=model, optimizer=optimizer, train_loader=loader, lr_schedule=schedule,
                       loss_fn=pretrain_loss, epochs=cfg.epochs, output_dir=out_dir, dist=dist, accum_iter=accum_iter,
                       clip_grad=cfg.optim.clip_grad, precision=cfg.precision, compile=cfg.compile, evaluate=evaluate,

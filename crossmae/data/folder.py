@@ -111,11 +111,15 @@ class SafeImageFolder(datasets.ImageFolder):
 
 
 def build_loader(dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int,
-                 shuffle: bool = True, drop_last: bool = True, pin_memory: bool = False, collate_fn=None):
+                 shuffle: bool = True, drop_last: bool = True, pin_memory: bool = False, collate_fn=None,
+                 persistent_workers: bool = False):
     """DataLoader over a DistributedSampler (also in one process, so the order is a function of
-    (seed, epoch) whatever the world size)."""
+    (seed, epoch) whatever the world size). ``pin_memory`` speeds up host-to-GPU copies (pass it on
+    CUDA). ``persistent_workers`` saves restarting the workers each epoch (seconds, against epochs of
+    minutes) but is off by default: persistent workers carry their RNG state across epochs, so a run
+    resumed at an epoch boundary would no longer draw the same augmentations as one that never stopped."""
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
                                                   seed=seed, drop_last=drop_last)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                                        pin_memory=pin_memory, drop_last=drop_last, collate_fn=collate_fn,
-                                       persistent_workers=False)
+                                       persistent_workers=persistent_workers and num_workers > 0)
