@@ -26,6 +26,10 @@ class Masks:
         self._pred_mask = pred_mask
         self._visible_mask = visible_mask
 
+    def __iter__(self):
+        """Unpacks like the former NamedTuple (this builds the dense masks)."""
+        return iter((self.ids_keep, self.ids_pred, self.ids_restore, self.pred_mask, self.visible_mask))
+
     @property
     def pred_mask(self) -> torch.Tensor:
         """[N, L] float, 1 where a patch is reconstructed."""
