@@ -2,9 +2,9 @@
 
     backbone.net   the plain ViT (crossmae.models.dense_vit), its last stride-16 map
     backbone.fpn   SimpleFeaturePyramid -> p2..p6, 256 channels
-    rpn            2-conv head, anchors 32..512 (one size per level) x ratios 0.5/1/2
+    rpn            2-conv head, anchors 32..512 (one size per level) x ratios 0.5/1/2, exact (not rounded)
     roi_heads      RoIAlign (aligned, adaptive sampling) 7x7 -> 4 conv + 1 fc box head with LayerNorm;
-                   14x14 -> 4 conv mask head with LayerNorm -> 28x28 masks
+                   14x14 -> 4 conv mask head with LayerNorm -> 28x28 masks; detectron2's head init
     transform      normalise; training: images already jittered, padded to a square; testing:
                    longest side resized to ``image_size``, padded, predictions mapped back
 
@@ -115,6 +115,39 @@ class ViTDetBackbone(nn.Module):
         return self.fpn(feats)
 
 
+class ExactAnchorGenerator(AnchorGenerator):
+    """detectron2's ``DefaultAnchorGenerator`` cell anchors: w = size / sqrt(ratio), h = size * sqrt(ratio),
+    centred on 0 and kept exact (torchvision rounds them to integers: 45.25 x 22.63 becomes 46 x 22)."""
+
+    def generate_anchors(self, scales, aspect_ratios, dtype: torch.dtype = torch.float32,
+                         device: torch.device = torch.device("cpu")) -> torch.Tensor:
+        cells = [[-w / 2, -h / 2, w / 2, h / 2]
+                 for r in aspect_ratios for size in scales
+                 for w, h in [(size / float(r) ** 0.5, size * float(r) ** 0.5)]]
+        return torch.tensor(cells, dtype=dtype, device=device)
+
+
+def c2_xavier_fill(layer: nn.Module) -> None:
+    """detectron2's (Caffe2's) 'XavierFill': kaiming-uniform with a=1, zero bias."""
+    nn.init.kaiming_uniform_(layer.weight, a=1)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+def init_heads_like_detectron2(model: MaskRCNN) -> None:
+    """The ROI-head initialisation of detectron2's ViTDet: box-head fc layers c2_xavier_fill, class
+    logits normal(std 0.01), box deltas normal(std 0.001), mask logits normal(std 0.001), zero biases.
+    The RPN and the head convs already match (normal 0.01 / kaiming-normal fan_out, as c2_msra_fill)."""
+    heads = model.roi_heads
+    for layer in heads.box_head.modules():
+        if isinstance(layer, nn.Linear):
+            c2_xavier_fill(layer)
+    for layer, std in ((heads.box_predictor.cls_score, 0.01), (heads.box_predictor.bbox_pred, 0.001),
+                       (heads.mask_predictor.mask_fcn_logits, 0.001)):
+        nn.init.normal_(layer.weight, std=std)
+        nn.init.zeros_(layer.bias)
+
+
 def build_mask_rcnn(net: nn.Module, *, num_classes: int, embed_dim: int, patch_size: int, image_size: int = 1024,
                     fpn_channels: int = 256, anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512),
                     box_head_convs: int = 4, box_head_fc: int = 1024, mask_head_convs: int = 4,
@@ -131,7 +164,7 @@ def build_mask_rcnn(net: nn.Module, *, num_classes: int, embed_dim: int, patch_s
     if len(anchor_sizes) != len(fpn.names):
         raise ValueError(f"anchor_sizes needs one size per pyramid level {fpn.names}, got {list(anchor_sizes)}")
     backbone = ViTDetBackbone(net, fpn)
-    anchors = AnchorGenerator(tuple((int(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
+    anchors = ExactAnchorGenerator(tuple((int(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
     rpn_head = RPNHead(fpn_channels, anchors.num_anchors_per_location()[0], conv_depth=2)
     roi_levels, roi_strides = fpn.names[:4], fpn.strides[:4]  # p2-p5; p6 is for the RPN only
     box_pool = AlignedMultiScaleRoIAlign(roi_levels, roi_strides, 7, 0, canonical_scale)
@@ -147,5 +180,6 @@ def build_mask_rcnn(net: nn.Module, *, num_classes: int, embed_dim: int, patch_s
         box_batch_size_per_image=box_batch_size_per_image, box_score_thresh=box_score_thresh,
         box_detections_per_img=detections_per_img, mask_roi_pool=mask_pool, mask_head=mask_head,
         mask_predictor=MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes + 1))
+    init_heads_like_detectron2(model)
     model.transform = SquarePadTransform(image_size, image_mean, image_std)
     return model
