@@ -5,8 +5,12 @@ random crop to the target size; the detector's transform pads to a square). Eval
 the original images (the detector's transform resizes the longest side and maps predictions back).
 
 The annotation file is checked when it is opened: malformed JSON, missing sections or a category id
-that is not in ``categories`` are errors naming the file and the annotation; degenerate boxes and
-annotations without a usable mask are skipped, and the count is logged.
+that is not in ``categories`` are errors naming the file and the annotation; degenerate boxes, boxes
+lying entirely outside their image (by its ``width``/``height``) and annotations without a usable
+mask are skipped, and the counts are logged. Every listed image is checked against the disk when the
+dataset is built: by default a missing one is an error listing the first few (evaluation must see
+every annotated image, or AP would silently drop); the training set skips them with a count and a
+warning (``missing_images="skip"``). Images are decoded by :func:`crossmae.data.image.load_rgb`.
 """
 from __future__ import annotations
 
@@ -14,16 +18,18 @@ import contextlib
 import io
 import json
 import logging
+import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torchvision.transforms.functional import pil_to_tensor
+
+from crossmae.data.image import UNREADABLE, load_rgb
 
 logger = logging.getLogger("crossmae")
 
@@ -99,7 +105,7 @@ class CocoInstances(torch.utils.data.Dataset):
     """
 
     def __init__(self, image_dir: str | Path, ann_file: str | Path, transform=None, with_masks: bool = True,
-                 filter_empty: bool = False, with_targets: bool = True):
+                 filter_empty: bool = False, with_targets: bool = True, missing_images: str = "error"):
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image directory not found: {self.image_dir}")
@@ -111,18 +117,37 @@ class CocoInstances(torch.utils.data.Dataset):
         self.cat_ids = sorted(self.coco.getCatIds())
         self.label_of = {c: i + 1 for i, c in enumerate(self.cat_ids)}  # 0 is background
         self.num_classes = len(self.cat_ids)
-        self.skipped = {"crowd": 0, "degenerate_box": 0, "no_mask": 0}
+        self.skipped = {"crowd": 0, "degenerate_box": 0, "box_outside_image": 0, "no_mask": 0}
+        on_disk = self._on_disk(missing_images)
         self.anns: dict[int, list[dict]] = {}
         for img_id in sorted(self.coco.imgs):
             self.anns[img_id] = [a for a in self.coco.imgToAnns.get(img_id, []) if self._usable(a)]
-        self.ids = [i for i in sorted(self.coco.imgs) if self.anns[i] or not filter_empty]
-        n_empty = len(self.coco.imgs) - len(self.ids)
-        if any(self.skipped.values()) or n_empty:
+        self.ids = [i for i in sorted(self.coco.imgs) if (self.anns[i] or not filter_empty) and i in on_disk]
+        n_empty = sum(not v for v in self.anns.values())
+        if any(self.skipped.values()) or (n_empty and filter_empty):
             logger.info("%s: skipped annotations %s; %d images without usable annotations %s", self.ann_file,
                         self.skipped, sum(not v for v in self.anns.values()),
                         "dropped" if filter_empty else "kept")
         if not self.ids:
             raise AnnotationError(f"{self.ann_file}: no images left (with filter_empty={filter_empty})")
+
+    def _on_disk(self, missing_images: str) -> set:
+        """Ids of the listed images found in ``image_dir`` (one directory listing, not a stat per file);
+        missing ones are an error naming the first few, or skipped with a warning (``"skip"``)."""
+        if missing_images not in ("error", "skip"):
+            raise ValueError(f"missing_images must be 'error' or 'skip', got {missing_images!r}")
+        names = set(os.listdir(self.image_dir))
+        missing = [i for i, info in sorted(self.coco.imgs.items())
+                   if not (info["file_name"] in names or (self.image_dir / info["file_name"]).is_file())]
+        if missing:
+            example = ", ".join(str(self.coco.imgs[i]["file_name"]) for i in missing[:3])
+            what = (f"{len(missing)} of {len(self.coco.imgs)} images listed in {self.ann_file} are not in "
+                    f"{self.image_dir} (e.g. {example})")
+            if missing_images == "error" or len(missing) == len(self.coco.imgs):
+                raise FileNotFoundError(what)
+            logger.warning("%s: skipping them", what)
+        self.missing = len(missing)
+        return set(self.coco.imgs) - set(missing)
 
     def _usable(self, a: dict) -> bool:
         if a.get("iscrowd", 0):
@@ -131,6 +156,10 @@ class CocoInstances(torch.utils.data.Dataset):
         x, y, w, h = (float(v) for v in a["bbox"])
         if not (w > 1e-3 and h > 1e-3 and all(np.isfinite([x, y, w, h]))):
             self.skipped["degenerate_box"] += 1
+            return False
+        info = self.coco.imgs[a["image_id"]]
+        if min(x + w, info["width"]) - max(x, 0.0) <= 1e-3 or min(y + h, info["height"]) - max(y, 0.0) <= 1e-3:
+            self.skipped["box_outside_image"] += 1  # nothing left after clipping to the image
             return False
         if self.with_masks and not a.get("segmentation"):
             self.skipped["no_mask"] += 1
@@ -144,9 +173,8 @@ class CocoInstances(torch.utils.data.Dataset):
         info = self.coco.imgs[img_id]
         path = self.image_dir / info["file_name"]
         try:
-            with Image.open(path) as im:
-                img = pil_to_tensor(im.convert("RGB"))
-        except (OSError, ValueError) as e:
+            img = pil_to_tensor(load_rgb(path))
+        except UNREADABLE as e:
             raise OSError(f"cannot read image {path} (image_id {img_id}): {e}") from e
         if tuple(img.shape[1:]) != (info["height"], info["width"]):
             raise AnnotationError(f"{path} is {img.shape[2]}x{img.shape[1]} but {self.ann_file} says "

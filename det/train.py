@@ -21,6 +21,7 @@ from crossmae.data import build_loader
 from crossmae.engine import (Trainer, build_adamw, init_distributed, load_checkpoint, model_state,
                              steps_per_epoch, warmup_step)
 from crossmae.engine.logging import setup_logging, write_json
+from crossmae.engine.results import previous_metrics, rerun_metrics
 from crossmae.engine.loop import autocast, resolve_precision
 from crossmae.models.naming import describe_model
 
@@ -139,7 +140,8 @@ def build_datasets(cfg, out_dir: Path, is_main: bool, world_size: int, with_trai
     if not with_train:
         return root, None, val
     train = CocoInstances(root / cfg.data.train_split, ann / f"instances_{cfg.data.train_split}.json",
-                          LargeScaleJitter(cfg.image_size, cfg.data.min_scale, cfg.data.max_scale), filter_empty=True)
+                          LargeScaleJitter(cfg.image_size, cfg.data.min_scale, cfg.data.max_scale), filter_empty=True,
+                          missing_images="skip")  # evaluation refuses missing images: AP needs them all
     if train.cat_ids != val.cat_ids:
         raise ValueError(f"train and val category ids differ: {train.cat_ids} vs {val.cat_ids}")
     return root, train, val
@@ -165,6 +167,7 @@ def run(cfg, eval_only: bool = False) -> dict:
     if cfg.batch_size < 1 or cfg.epochs < 1:
         raise ValueError(f"batch_size and epochs must be >= 1, got {cfg.batch_size} and {cfg.epochs}")
     root, train_set, val_set = build_datasets(cfg, out_dir, dist.is_main, dist.world_size, with_train=not eval_only)
+    torch.manual_seed(cfg.seed)  # the same detector initialisation on every rank and every run
     model = build_detector(cfg, val_set.num_classes)
     pretrained = ""
     if cfg.pretrained and not eval_only:
@@ -178,7 +181,8 @@ def run(cfg, eval_only: bool = False) -> dict:
     evaluator = CocoEvaluator(val_loader, val_set.coco.dataset, val_set.cat_ids, dist.device, dist.rank,
                               backend=cfg.eval_backend, precision_ctx=autocast(precision, dist.device))
     summary = {"task": "det", "dataset": cfg.data.name or root.name, "checkpoint": pretrained,
-               "model_description": f"ViTDet Mask R-CNN, {describe_model(net)} backbone", "config": to_dict(cfg)}
+               "model_description": f"ViTDet Mask R-CNN, {describe_model(model.backbone.net)} backbone",
+               "config": to_dict(cfg)}
 
     if eval_only:
         weights = cfg.weights or cfg.resume or str(out_dir / "checkpoint.pth")
@@ -201,7 +205,7 @@ def run(cfg, eval_only: bool = False) -> dict:
     schedule = warmup_step(cfg.optim.lr, total, cfg.optim.warmup_iters, cfg.optim.milestones, cfg.optim.gamma,
                            cfg.optim.warmup_factor)
     logger.info("ViTDet, backbone %s: %.1fM parameters, %d classes, %d train images (%d steps/epoch x %d epochs = "
-                "%d iters), %d val images, batch %d x %d processes", describe_model(net),
+                "%d iters), %d val images, batch %d x %d processes", describe_model(model.backbone.net),
                 sum(p.numel() for p in model.parameters()) / 1e6, train_set.num_classes, len(train_set), n_steps,
                 cfg.epochs, total, len(val_set), cfg.batch_size, dist.world_size)
     config = to_dict(cfg)
@@ -215,9 +219,12 @@ def run(cfg, eval_only: bool = False) -> dict:
     if dist.is_main:
         save_config(cfg, out_dir / "config.yaml")
     trainer.auto_resume(cfg.resume)
+    trained = trainer.start_epoch < cfg.epochs
     start = time.time()
-    metrics = dict(trainer.fit())
-    metrics["train_time_s"] = time.time() - start
+    final = dict(trainer.fit())
+    if not final:  # a finished run re-run (or killed before its results): evaluate the checkpoint again
+        final = evaluator(trainer.module)
+    metrics = rerun_metrics(trained, final, previous_metrics(out_dir / "results.json", "det"), time.time() - start)
     summary["metrics"] = metrics
     if dist.is_main:
         write_json(out_dir / "results.json", summary)

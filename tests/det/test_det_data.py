@@ -83,7 +83,7 @@ def test_crowd_and_degenerate_boxes_are_skipped_and_counted(tmp_path, caplog):
             {"id": 4, "image_id": 7, "category_id": 5, "bbox": [4, 4, 10, -3], "segmentation": seg}]
     with caplog.at_level(logging.INFO, logger="crossmae"):
         ds = CocoInstances(tmp_path / "val2017", _tiny_set(tmp_path, anns))
-    assert ds.skipped == {"crowd": 1, "degenerate_box": 2, "no_mask": 0}
+    assert ds.skipped == {"crowd": 1, "degenerate_box": 2, "box_outside_image": 0, "no_mask": 0}
     assert "'degenerate_box': 2" in caplog.text
     _, t = ds[0]
     assert t["boxes"].tolist() == [[2.0, 2.0, 20.0, 12.0]]

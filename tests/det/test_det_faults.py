@@ -1,0 +1,98 @@
+"""ViTDet faults: same seed gives the same run, a finished run re-run keeps its AP, and COCO files that
+disagree with the disk (missing images, boxes outside their image) are caught before training."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from crossmae.engine import load_checkpoint
+from det.data import CocoInstances
+from det.synthetic import make_split
+from det.train import cli
+
+FAST = ["batch_size=4", "eval_batch_size=4", "epochs=1", "eval_every=1", "log_every=1", "optim.warmup_iters=2"]
+
+
+@pytest.fixture(scope="module")
+def small_coco(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small_coco")
+    make_split(root, "train2017", 8, 64, seed=0)
+    make_split(root, "val2017", 4, 64, seed=1)
+    return root
+
+
+def edit_json(path, fn):
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+
+
+def test_same_seed_same_run_and_a_finished_rerun_keeps_its_ap(small_coco, tiny_det_args, tmp_path):
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        assert cli(tiny_det_args + FAST + [f"data.root={small_coco}", f"output_dir={out}"]) == 0
+    a, b = (load_checkpoint(out / "checkpoint.pth")["model"] for out in runs)
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+    first = json.loads((runs[0] / "results.json").read_text())["metrics"]
+    assert {"bbox_AP", "segm_AP", "train_time_s"} <= first.keys()
+    args = tiny_det_args + FAST + [f"data.root={small_coco}", f"output_dir={runs[0]}"]
+    assert cli(args) == 0  # the finished run, run again
+    kept = json.loads((runs[0] / "results.json").read_text())["metrics"]
+    first.pop("eval_time_s"), kept.pop("eval_time_s")  # re-evaluated: the same numbers, another duration
+    assert kept == pytest.approx(first, nan_ok=True)  # train_time_s kept from the run that trained
+    (runs[0] / "results.json").unlink()  # killed between the last checkpoint and the results
+    assert cli(args) == 0
+    again = json.loads((runs[0] / "results.json").read_text())["metrics"]
+    assert again["bbox_AP"] == pytest.approx(first["bbox_AP"]) and again["segm_AP"] == pytest.approx(first["segm_AP"])
+
+
+@pytest.fixture
+def coco_copy(small_coco, tmp_path):
+    import shutil
+    root = tmp_path / "coco"
+    shutil.copytree(small_coco, root)
+    return root
+
+
+def test_missing_image_is_an_error_for_eval_and_skipped_with_a_count_for_training(coco_copy, caplog):
+    (coco_copy / "train2017" / "000003.png").unlink()
+    ann = coco_copy / "annotations" / "instances_train2017.json"
+    with pytest.raises(FileNotFoundError, match=r"1 of 8 images listed in .* are not in .*000003\.png"):
+        CocoInstances(coco_copy / "train2017", ann)
+    with caplog.at_level(logging.WARNING, logger="crossmae"):
+        ds = CocoInstances(coco_copy / "train2017", ann, missing_images="skip")
+    assert len(ds) == 7 and 4 not in ds.ids and ds.missing == 1
+    assert "000003.png" in caplog.text and "skipping" in caplog.text
+    for p in (coco_copy / "train2017").iterdir():
+        p.unlink()
+    with pytest.raises(FileNotFoundError, match="8 of 8"):  # nothing at all is an error even when skipping
+        CocoInstances(coco_copy / "train2017", ann, missing_images="skip")
+
+
+def test_boxes_outside_the_image_and_degenerate_boxes_are_dropped_with_a_count(coco_copy):
+    ann = coco_copy / "annotations" / "instances_train2017.json"
+
+    def corrupt(data):
+        data["annotations"][0]["bbox"] = [70.0, 10.0, 20.0, 20.0]  # right of a 64 px image
+        data["annotations"][1]["bbox"] = [-30.0, -30.0, 10.0, 10.0]  # above and left of it
+        data["annotations"][2]["bbox"] = [5.0, 5.0, 0.0, 10.0]  # zero width
+    edit_json(ann, corrupt)
+    ds = CocoInstances(coco_copy / "train2017", ann, filter_empty=True)
+    assert ds.skipped["box_outside_image"] == 2 and ds.skipped["degenerate_box"] == 1
+    for i in range(len(ds)):  # every box left is a valid torchvision box inside its image
+        _, t = ds[i]
+        b = t["boxes"]
+        assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all() and (b >= 0).all() and (b <= 64).all()
+
+
+def test_training_with_broken_coco_fails_or_skips_before_training(coco_copy, tiny_det_args, tmp_path, capsys):
+    (coco_copy / "val2017" / "000001.png").unlink()
+    assert cli(tiny_det_args + FAST + [f"data.root={coco_copy}", f"output_dir={tmp_path / 'o'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: 1 of 4 images listed in" in err[-1] and "000001.png" in err[-1]
+    assert not (tmp_path / "o" / "checkpoint.pth").exists()
