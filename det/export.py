@@ -5,10 +5,12 @@ detectron2's ViTDet model names the ViT ``backbone.net`` with timm's parameter n
 14 x 14, so [1, 197, C]); it has no ``cls_token`` and no final ``norm``. The export therefore
 
 * keeps only the encoder (``patch_embed``, ``pos_embed``, ``blocks``), prefixed ``backbone.net.``;
-* drops ``cls_token`` and the encoder's final ``norm.*``. The latter matters: with
-  ``?matching_heuristics=True`` detectron2 matches checkpoint keys to model keys by suffix, and a
-  top-level ``norm.weight`` is a suffix of e.g. ``roi_heads.box_head.conv1.norm.weight``, so it would
-  be copied into a head norm whenever the widths agree;
+* drops ``cls_token`` and the encoder's final ``norm.*``: the ViTDet ViT has neither. Under
+  ``?matching_heuristics=True`` (detectron2's ``align_and_update_state_dicts``, suffix matching) a
+  bare ``norm.weight`` can only match the head norms (``roi_heads.box_head.conv1.norm.weight``, ...):
+  with a different width (768 vs 256) each match is skipped with a shape warning; with the same
+  width the first loads and the second aborts the load with "Cannot match one checkpoint key to
+  multiple keys in the model";
 * resizes ``pos_embed`` to the detectron2 model's pretraining grid and, for a ViT-H with 14 px
   patches, resamples the patch projection to 16 px (ViTDet-H runs at patch 16).
 

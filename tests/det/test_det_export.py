@@ -1,4 +1,4 @@
-"""detectron2 export: key mapping, pos_embed / patch resizing, the suffix-matching hazard; with
+"""detectron2 export: key mapping, pos_embed / patch resizing, detectron2's suffix matching; with
 detectron2 installed, loading into its ViT and the LazyConfigs (skipped otherwise)."""
 from __future__ import annotations
 
@@ -15,15 +15,25 @@ REPO = Path(__file__).resolve().parents[2]
 D2_CONFIGS = REPO / "configs" / "det" / "detectron2"
 
 
-def d2_suffix_match(model_keys, ckpt_keys):
-    """detectron2's align_and_update_state_dicts rule: each model key takes the longest checkpoint key
-    that equals it or is a whole dotted suffix of it. Returns {model key: checkpoint key}."""
-    out = {}
-    for mk in model_keys:
-        hits = [ck for ck in ckpt_keys if mk == ck or mk.endswith("." + ck)]
-        if hits:
-            out[mk] = max(hits, key=len)
-    return out
+def d2_align(model_state: dict, ckpt_state: dict) -> tuple[dict, list[str]]:
+    """detectron2's ``align_and_update_state_dicts`` (``?matching_heuristics=True``), restated: each
+    model key takes the longest checkpoint key that equals it or is a whole dotted suffix of it; a
+    match whose shape differs is skipped with a warning; a checkpoint key loaded into a second model
+    key raises "Cannot match one checkpoint key to multiple keys in the model." Returns
+    ({model key: checkpoint key} loaded, skipped checkpoint keys with their warnings)."""
+    loaded, skipped = {}, []
+    for mk in sorted(model_state):
+        hits = [ck for ck in sorted(ckpt_state) if mk == ck or mk.endswith("." + ck)]
+        if not hits:
+            continue
+        ck = max(hits, key=len)
+        if ckpt_state[ck].shape != model_state[mk].shape:
+            skipped.append(f"{ck} -> {mk}")
+            continue
+        if ck in loaded.values():
+            raise ValueError("Cannot match one checkpoint key to multiple keys in the model.")
+        loaded[mk] = ck
+    return loaded, skipped
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +72,41 @@ def test_same_grid_and_patch_keep_tensors(state):
     torch.testing.assert_close(out["backbone.net.patch_embed.proj.weight"], state["patch_embed.proj.weight"])
 
 
-def test_stray_top_level_norm_would_match_a_head_norm(state):
-    """Why the export drops ``norm.*``: detectron2's suffix matching would copy it into a head's norm."""
-    d2_keys = ["backbone.net." + k for k in d2_like_vit().state_dict()] + [
-        "roi_heads.mask_head.mask_fcn1.norm.weight", "roi_heads.mask_head.mask_fcn1.norm.bias",
-        "roi_heads.box_head.conv1.norm.weight", "roi_heads.box_head.conv1.norm.bias"]
-    raw = d2_suffix_match(d2_keys, list(state))
-    assert raw["roi_heads.mask_head.mask_fcn1.norm.weight"] == "norm.weight"  # the hazard
+def d2_model_state(head_width: int) -> dict:
+    """ViTDet's backbone keys plus head norms of ``head_width`` (256 in ViTDet; 64 = the tiny ViT's width)."""
+    out = {"backbone.net." + k: v for k, v in d2_like_vit().state_dict().items()}
+    for head in ("roi_heads.mask_head.mask_fcn1", "roi_heads.box_head.conv1"):
+        out.update({f"{head}.norm.weight": torch.ones(head_width), f"{head}.norm.bias": torch.zeros(head_width)})
+    return out
+
+
+def test_stray_top_level_norm_under_detectron2s_matching_heuristics(state):
+    """What a bare ``norm.*`` does under detectron2's suffix matching (why the export drops it: the
+    ViTDet ViT has no final norm, so the key can only hit a head norm)."""
+    raw = {k: v for k, v in state.items() if k in ("norm.weight", "norm.bias")}
+    # widths differ (ViT 768 vs heads 256): every head norm is a shape mismatch, skipped with a warning
+    loaded, skipped = d2_align(d2_model_state(head_width=32), raw)
+    assert loaded == {} and len(skipped) == 4
+    assert "norm.weight -> roi_heads.box_head.conv1.norm.weight" in skipped
+    # widths agree: the first head norm takes it, the second makes the whole load fail
+    with pytest.raises(ValueError, match="Cannot match one checkpoint key to multiple keys"):
+        d2_align(d2_model_state(head_width=64), raw)
+    # the export: exact names only, nothing lands in the heads, nothing is skipped
     out, _ = to_detectron2(state)
-    matched = d2_suffix_match(d2_keys, list(out))
-    assert all(mk == ck for mk, ck in matched.items())  # exact names only: nothing lands in the heads
-    assert not any(k.startswith("roi_heads") for k in matched)
+    loaded, skipped = d2_align(d2_model_state(head_width=64), out)
+    assert skipped == [] and all(mk == ck for mk, ck in loaded.items()) and len(loaded) == len(out)
+
+
+def test_d2_align_restates_detectron2():
+    """With detectron2 installed, the restatement above agrees with the real function."""
+    c2 = pytest.importorskip("detectron2.checkpoint.c2_model_loading")
+    raw = {"norm.weight": torch.ones(64), "norm.bias": torch.zeros(64)}
+    with pytest.raises(ValueError, match="Cannot match one checkpoint key to multiple keys"):
+        c2.align_and_update_state_dicts(d2_model_state(64), raw, c2_conversion=False)
+    model = d2_model_state(32)
+    before = {k: v.clone() for k, v in model.items()}
+    c2.align_and_update_state_dicts(model, raw, c2_conversion=False)
+    assert all(torch.equal(model[k], before[k]) for k in model)  # skipped: shapes differ
 
 
 def test_export_file_and_cli(tiny_checkpoint, tmp_path):
