@@ -17,6 +17,9 @@ Places365 (torchvision ``Places365``)::
     <root>/data_256_standard/ (or the archive's data_256/) a/airfield/00000001.jpg ...
     <root>/val_256/Places365_val_00000001.jpg ...
     (data_large_standard or data_large, val_large for the full-resolution images: data.small=false)
+
+Both read images with :func:`crossmae.data.image.load_rgb` and skip unreadable ones (logged, counted)
+as the ImageFolder does (:class:`crossmae.data.folder.SkipsUnreadable`).
 """
 from __future__ import annotations
 
@@ -26,15 +29,16 @@ from pathlib import Path
 
 import torch
 from torchvision.datasets import INaturalist, Places365
-from torchvision.datasets.folder import default_loader
 from torchvision.datasets.utils import check_integrity
 
 from crossmae.classification.data import imagefolder_dataset
+from crossmae.data.folder import SkipsUnreadable
+from crossmae.data.image import load_rgb
 
 NUM_CLASSES = {"inat2019": 1010, "places365": 365}
 
 
-class INat2019(torch.utils.data.Dataset):
+class INat2019(SkipsUnreadable, torch.utils.data.Dataset):
     """One split of iNaturalist 2019: the images listed in ``<root>/<split>2019.json``, labelled with
     the category folder torchvision's INaturalist indexes them under."""
 
@@ -54,8 +58,10 @@ class INat2019(torch.utils.data.Dataset):
         inat = INaturalist(str(root), version="2019", download=False)
         self.classes = inat.all_categories  # index = category id, e.g. 'Plants/400'
         self.transform = transform
-        self.loader = default_loader
+        self.root = root
+        self.loader = load_rgb
         self.samples = self._read_split(ann, images_dir)
+        self._init_skips()
 
     def _read_split(self, ann: Path, images_dir: Path) -> list[tuple[str, int]]:
         with open(ann) as f:
@@ -91,25 +97,25 @@ class INat2019(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
-        path, target = self.samples[index]
-        img = self.loader(path)
-        return (self.transform(img) if self.transform is not None else img), target
 
-
-class Places365Local(Places365):
+class Places365Local(SkipsUnreadable, Places365):
     """torchvision's Places365 on files already on disk: a missing file is a FileNotFoundError naming it,
     md5 checks are optional (fake or re-listed file lists), and the image folders may keep the archives'
     names (data_256, data_large) as well as torchvision's (data_256_standard, ...)."""
 
     def __init__(self, root: str | Path, split: str, small: bool = True, transform=None, verify_md5: bool = True):
         self.verify_md5 = verify_md5
-        super().__init__(str(Path(root).expanduser()), split=split, small=small, download=False, transform=transform)
+        super().__init__(str(Path(root).expanduser()), split=split, small=small, download=False, transform=transform,
+                         loader=load_rgb)
+        self._init_skips()
         if not os.path.isdir(self.images_dir):
             raise FileNotFoundError(f"Places365 {split} images not found: expected {self.images_dir}")
         first = self.imgs[0][0] if self.imgs else None
         if first is None or not os.path.isfile(first):
             raise FileNotFoundError(f"Places365 {split}: first listed image {first} is not on disk")
+
+    def sample_list(self) -> list:
+        return self.imgs
 
     @property
     def images_dir(self) -> str:

@@ -41,23 +41,20 @@ def split_dir(root: str | Path, split: str) -> Path:
     raise FileNotFoundError(f"split {split!r} not found: expected a directory {root / split}")
 
 
-class SafeImageFolder(datasets.ImageFolder):
-    """ImageFolder where an unreadable image is logged with its path and replaced by the next
-    readable one, so a corrupt file cannot stop a multi-day run. ``num_skipped()`` counts them
-    (shared across DataLoader workers). Images are read by :func:`crossmae.data.image.load_rgb`:
-    16-bit images are scaled to 8 bit, and images above ``max_pixels`` (default: PIL's limit) or of
-    an unsupported depth count as unreadable."""
+class SkipsUnreadable:
+    """Mixin for datasets of ``(path, target)`` samples: an unreadable image is logged with its path and
+    replaced by the next readable one, so a corrupt file cannot stop a multi-day run. ``num_skipped()``
+    counts them (shared across DataLoader workers). The class sets ``loader`` (normally
+    :func:`crossmae.data.image.load_rgb`), ``transform``/``target_transform`` and calls ``_init_skips()``;
+    ``sample_list()`` names its samples."""
 
     max_retries = 10
 
-    def __init__(self, root: str | Path, transform=None, max_pixels: int | None = None):
-        root = Path(root)
-        try:
-            super().__init__(str(root), transform=transform, loader=functools.partial(load_rgb, max_pixels=max_pixels))
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"no images found under {root}: expected <class>/<image> subfolders "
-                                    f"({e})") from e
+    def _init_skips(self) -> None:
         self._skipped = multiprocessing.get_context("spawn").Value("i", 0)
+
+    def sample_list(self) -> list:
+        return self.samples
 
     def num_skipped(self) -> int:
         return int(self._skipped.value)
@@ -77,37 +74,54 @@ class SafeImageFolder(datasets.ImageFolder):
         """Up to ``n`` decoded images spread over the set (ImageFolder sorts by class), unreadable ones
         replaced by later files; raises a ValueError when none of the files tried can be read, so a
         folder of broken files fails before training rather than after ``max_retries`` in an epoch."""
-        step = max(1, len(self.samples) // max(n, 1))
-        spread = list(range(0, len(self.samples), step))[:n]
+        samples = self.sample_list()
+        step = max(1, len(samples) // max(n, 1))
+        spread = list(range(0, len(samples), step))[:n]
         taken = set(spread)
-        order = spread + list(itertools.islice((i for i in range(len(self.samples)) if i not in taken), max_tries))
+        order = spread + list(itertools.islice((i for i in range(len(samples)) if i not in taken), max_tries))
         images, tried = [], 0
         for i in order:
             if len(images) == n:
                 break
             tried += 1
-            img = self.read(self.samples[i][0], count=False)  # training counts its own skips
+            img = self.read(samples[i][0], count=False)  # training counts its own skips
             if img is not None:
                 images.append(img)
         if not images:
-            raise ValueError(f"no readable image among the {tried} files tried of {len(self.samples)} in "
-                             f"{self.root} (see the warnings above for why each failed)")
+            raise ValueError(f"no readable image among the {tried} files tried of {len(samples)} in "
+                             f"{getattr(self, 'root', '?')} (see the warnings above for why each failed)")
         return images
 
     def __getitem__(self, index: int):
+        samples = self.sample_list()
         for attempt in range(self.max_retries):
-            i = (index + attempt) % len(self.samples)
-            path, target = self.samples[i]
+            path, target = samples[(index + attempt) % len(samples)]
             img = self.read(path)
             if img is None:
                 continue
             # transform errors are bugs, not bad files: they propagate
-            if self.transform is not None:
+            if getattr(self, "transform", None) is not None:
                 img = self.transform(img)
-            if self.target_transform is not None:
+            if getattr(self, "target_transform", None) is not None:
                 target = self.target_transform(target)
             return img, target
-        raise RuntimeError(f"{self.max_retries} unreadable images in a row from index {index} in {self.root}")
+        raise RuntimeError(f"{self.max_retries} unreadable images in a row from index {index} in "
+                           f"{getattr(self, 'root', '?')}")
+
+
+class SafeImageFolder(SkipsUnreadable, datasets.ImageFolder):
+    """ImageFolder that skips unreadable images (:class:`SkipsUnreadable`). Images are read by
+    :func:`crossmae.data.image.load_rgb`: 16-bit images are scaled to 8 bit, and images above
+    ``max_pixels`` (default: PIL's limit) or of an unsupported depth count as unreadable."""
+
+    def __init__(self, root: str | Path, transform=None, max_pixels: int | None = None):
+        root = Path(root)
+        try:
+            super().__init__(str(root), transform=transform, loader=functools.partial(load_rgb, max_pixels=max_pixels))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"no images found under {root}: expected <class>/<image> subfolders "
+                                    f"({e})") from e
+        self._init_skips()
 
 
 def build_loader(dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int,

@@ -65,8 +65,8 @@ def to_rgb8(im: Image.Image, path: str | Path = "image") -> Image.Image:
     return im.convert("RGB")
 
 
-def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
-    """Decode ``path`` fully into an 8-bit RGB PIL image, applying the module's policy."""
+def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Open ``path`` lazily (header only) with the pixel limit enforced; the caller decodes and closes it."""
     limit = default_max_pixels() if max_pixels is None else int(max_pixels)
     if Image.MAX_IMAGE_PIXELS is not None and (limit is None or limit > Image.MAX_IMAGE_PIXELS):
         # PIL itself refuses images above 2x its own limit before we can look at the size
@@ -77,9 +77,15 @@ def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
             im = Image.open(path)
         except Image.DecompressionBombError as e:
             raise UnreadableImageError(f"{path}: {e}") from e
-    with im:
-        w, h = im.size
-        if limit is not None and w * h > limit:
-            raise UnreadableImageError(f"{path}: {w}x{h} = {w * h} pixels is above the limit of {limit} "
-                                       f"(set {MAX_PIXELS_ENV} to read larger images)")
+    w, h = im.size
+    if limit is not None and w * h > limit:
+        im.close()
+        raise UnreadableImageError(f"{path}: {w}x{h} = {w * h} pixels is above the limit of {limit} "
+                                   f"(set {MAX_PIXELS_ENV} to read larger images)")
+    return im
+
+
+def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Decode ``path`` fully into an 8-bit RGB PIL image, applying the module's policy."""
+    with open_image(path, max_pixels) as im:
         return to_rgb8(im, path)
