@@ -12,7 +12,7 @@ def cli(argv=None) -> int:
                                      description="fine-tune a pretrained encoder on iNat2019 / Places365 / an ImageFolder")
     parser.add_argument("--config", help="YAML recipe under configs/cls_transfer/")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.path=/data/places365 pretrained=ckpt.pth")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may follow key=value overrides
     return report_errors("cls_transfer", main, args.config, args.overrides)
 
 

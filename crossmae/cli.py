@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -17,26 +18,57 @@ DEMO_CONFIG = "configs/pretrain/demo.yaml"
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
 
 
+# what to do about the environment errors a user meets most (the run itself is not at fault)
+OS_HINTS = {
+    errno.ENOSPC: "free some space and run the same command again: it resumes from the last checkpoint, "
+                  "which a failed write leaves intact",
+    errno.EDQUOT: "the disk quota is exhausted: free some space and run the same command again (it resumes)",
+    errno.EROFS: "the file system is read-only: choose a writable output_dir",
+    errno.EACCES: "no permission: choose a writable output_dir (or check the file's permissions)",
+    errno.EPERM: "not permitted: choose a writable output_dir (or check the file's permissions)",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line: the path, the cause and what to do."""
+    path = e.filename if e.filename is not None else "(path unknown)"
+    cause = e.strerror or str(e)
+    code = errno.errorcode.get(e.errno, "") if e.errno is not None else ""
+    hint = OS_HINTS.get(e.errno)
+    return f"{path}: {cause}" + (f" [{code}]" if code else "") + (f"; {hint}" if hint else "")
+
+
 def report_errors(prog: str, fn, *args, **kwargs) -> int:
-    """Run ``fn``; a user error becomes ``<prog>: error: <message>`` on stderr and exit code 2."""
+    """Run ``fn``; a user error becomes ``<prog>: error: <message>`` on stderr and exit code 2; an
+    error of the machine (full disk, read-only or forbidden output dir) ``<prog>: error: <path>:
+    <cause>; <what to do>`` and exit code 1. Anything else is a bug and keeps its traceback."""
     try:
         fn(*args, **kwargs)
-    except USER_ERRORS as e:
+    except USER_ERRORS as e:  # FileNotFoundError (an OSError) is bad input: listed here first
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"{prog}: error: {os_error_message(e)}", file=sys.stderr)
+        return 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crossmae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    commands = {}
     for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
+        p = commands[name] = sub.add_parser(name, help=help_text)
         p.add_argument("--config", help="YAML recipe under configs/")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.blr=1e-4 model.pred_ratio=0.25")
-    args = parser.parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return report_errors(f"crossmae {args.command}", module.main, args.config, args.overrides)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in commands:
+        parser.parse_args(argv)  # --help, or the error naming the valid commands
+    # argparse's intermixed parsing (options after key=value overrides) does not support subparsers:
+    # the command's own parser does it
+    args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return report_errors(f"crossmae {argv[0]}", module.main, args.config, args.overrides)
 
 
 if __name__ == "__main__":

@@ -228,9 +228,11 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a config is as readable as any other file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # name the file in the one-line report
+            e.filename = str(path)
         raise
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from crossmae.engine import encoder_state, load_checkpoint, model_state
+from crossmae.engine import CheckpointError, encoder_state, load_checkpoint, model_state
 from crossmae.models.dense_vit import DenseViT
 
 logger = logging.getLogger("crossmae")
@@ -26,7 +26,11 @@ def load_encoder(net: nn.Module, path: str | Path) -> tuple[list[str], list[str]
     bare state dict) into the ViT: pos_embed resized, a patch projection of another size resampled
     (ViT-H p14 -> p16). Returns (missing, unexpected) keys; anything else wrong raises."""
     state = encoder_state(model_state(load_checkpoint(path), path))
-    missing, unexpected = net.load_pretrained(state, resize_patch_embed=True)
+    try:
+        missing, unexpected = net.load_pretrained(state, resize_patch_embed=True)
+    except CheckpointError as e:  # name the file and the config fields that decide the backbone's shapes
+        raise CheckpointError(f"pretrained={path} does not fit the ViT of model.* (embed_dim / depth / num_heads / "
+                              f"patch_size): {e}") from e
     logger.info("loaded the encoder of %s: %d tensors; new (randomly/zero initialised): %d %s; unused: %s",
                 path, len(state) - len(unexpected), len(missing),
                 sorted({k.split(".")[-1] for k in missing}), unexpected)

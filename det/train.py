@@ -245,7 +245,7 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", help="resume training from this checkpoint (default: <output_dir>/checkpoint.pth "
                                     "if it exists)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/data/coco batch_size=4")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)  # options may follow key=value overrides
     overrides = list(a.overrides) + ([f"resume={a.resume}"] if a.resume else [])
     return report_errors("train_vitdet", main, a.config, overrides, eval_only=a.eval_only)
 

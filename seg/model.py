@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from crossmae.engine.checkpoint import encoder_state, load_checkpoint, model_state
+from crossmae.engine.checkpoint import CheckpointError, encoder_state, load_checkpoint, model_state
 from crossmae.models.dense_vit import DenseViT, seg_backbone
 
 from .heads import FCNHead, UPerHead
@@ -111,7 +111,11 @@ def load_pretrained_encoder(model: UperNet, path: str) -> tuple[list[str], list[
     the backbone. Returns (missing, unexpected) as :meth:`DenseViT.load_pretrained` does: only the
     new parts (relative position tables, layer scales) may be missing."""
     state = encoder_state(model_state(load_checkpoint(path), path))
-    missing, unexpected = model.backbone.load_pretrained(state)
+    try:
+        missing, unexpected = model.backbone.load_pretrained(state)
+    except CheckpointError as e:  # name the file and the config fields that decide the backbone's shapes
+        raise CheckpointError(f"pretrained={path} does not fit the backbone of model.backbone (size, embed_dim, "
+                              f"depth, ...): {e}") from e
     logger.info("loaded the encoder of %s: %d tensors; new (initialised here): %d %s; unused: %s", path,
                 len(state) - len(unexpected), len(missing), _summarize_keys(missing), unexpected)
     return missing, unexpected

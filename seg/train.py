@@ -22,6 +22,7 @@ from tqdm import tqdm
 from crossmae.cli import report_errors
 from crossmae.config import load_config, save_config, to_dict
 from crossmae.engine import Trainer, init_distributed, load_checkpoint, model_state
+from crossmae.engine.checkpoint import load_model_state
 from crossmae.engine.distributed import barrier
 from crossmae.engine.logging import setup_logging, write_json
 from crossmae.engine.loop import autocast, resolve_precision
@@ -38,6 +39,11 @@ from .synthetic import CLASS_NAMES as SYNTHETIC_CLASSES, make_synthetic_ade20k
 from .transforms import TestTransform, TrainTransform
 
 logger = logging.getLogger("crossmae")
+
+
+# what a weights= checkpoint that does not fit the model should lead to
+WEIGHTS_HINT = ("weights= takes a trained UperNet of the same model.* config; a pretraining checkpoint goes in "
+                "pretrained= instead.")
 
 
 def resolve_data_root(cfg, out_dir: Path, is_main: bool) -> tuple[Path, list[str] | None]:
@@ -121,11 +127,11 @@ def run(cfg) -> dict:
     if cfg.eval_only:
         weights = cfg.weights or cfg.resume or str(out_dir / "checkpoint.pth")
         ckpt = load_checkpoint(weights)
-        model.load_state_dict(model_state(ckpt, weights))
+        load_model_state(model, ckpt, weights, hint=WEIGHTS_HINT)
         pretrained = pretrained or (ckpt.get("config") or {}).get("pretrained", "")
         logger.info("evaluating %s", weights)
     elif cfg.weights:
-        model.load_state_dict(model_state(load_checkpoint(cfg.weights), cfg.weights))
+        load_model_state(model, load_checkpoint(cfg.weights), cfg.weights, hint=WEIGHTS_HINT)
         logger.info("initialised the whole model from %s", cfg.weights)
     elif cfg.pretrained:
         load_pretrained_encoder(model, cfg.pretrained)
@@ -206,7 +212,7 @@ def cli(argv: list[str] | None = None) -> int:
                         help="evaluate weights= (or --resume, or <output_dir>/checkpoint.pth) and exit")
     parser.add_argument("--resume", help="training checkpoint to resume (default: <output_dir>/checkpoint.pth)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.path=/data/ADEChallengeData2016")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may follow key=value overrides
     return report_errors("seg.train", main, args.config, args.overrides, args.eval_only, args.resume)
 
 

@@ -133,3 +133,66 @@ def test_check_semantics():
     cfg = OmegaConf.structured(PretrainConfig)
     assert cfg.optim.betas == [0.9, 0.95]  # the ClassVar `checks` is not a config field
     assert "checks" not in cfg.data
+
+
+# ------------------------------------------------------------------ devices
+@pytest.mark.parametrize("device", ["cuda", "cuda:3"])
+def test_cuda_without_gpu_is_one_error(device, monkeypatch):
+    import torch
+
+    from crossmae.engine.distributed import init_distributed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=f"device={device} but no CUDA GPU is visible.*device=cpu"):
+        init_distributed(device)
+
+
+def test_missing_gpu_index_and_bad_names(monkeypatch):
+    import torch
+
+    from crossmae.engine.distributed import init_distributed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: pytest.fail("set_device reached"))
+    with pytest.raises(ValueError, match="GPU 3 asked for .* only 1 visible"):
+        init_distributed("cuda:3")
+    with pytest.raises(ValueError, match="'gpu' is not a device"):
+        init_distributed("gpu")
+    monkeypatch.setenv("LOCAL_RANK", "x")
+    with pytest.raises(ValueError, match="LOCAL_RANK='x' is not an integer"):
+        init_distributed("cpu")
+
+
+# ------------------------------------------------------------------ command lines: options after overrides
+def _capture(monkeypatch, module, name="main"):
+    calls = []
+    monkeypatch.setattr(module, name, lambda *a, **k: calls.append((a, k)))
+    return calls
+
+
+def test_crossmae_cli_intermixed(monkeypatch, tmp_path):
+    import crossmae.pretrain
+    from crossmae import cli
+    calls = _capture(monkeypatch, crossmae.pretrain)
+    assert cli.main(["pretrain", "a=1", "--config", "X.yaml", "b=2"]) == 0
+    assert calls == [(("X.yaml", ["a=1", "b=2"]), {})]
+
+
+def test_det_cli_intermixed(monkeypatch):
+    import det.train
+    calls = _capture(monkeypatch, det.train)
+    assert det.train.cli(["--config", "X.yaml", "a=1", "--eval-only", "b=2", "--resume", "r.pth", "c=3"]) == 0
+    (args, kwargs), = calls
+    assert args == ("X.yaml", ["a=1", "b=2", "c=3", "resume=r.pth"]) and kwargs == {"eval_only": True}
+
+
+def test_seg_and_cls_transfer_cli_intermixed(monkeypatch):
+    import importlib
+
+    import seg.train
+    calls = _capture(monkeypatch, seg.train)
+    assert seg.train.cli(["a=1", "--eval-only", "b=2", "--config", "X.yaml"]) == 0
+    assert calls[0][0][:3] == ("X.yaml", ["a=1", "b=2"], True)
+    main_mod = importlib.import_module("cls_transfer.__main__")
+    calls = _capture(monkeypatch, main_mod)
+    assert main_mod.cli(["a=1", "--config", "X.yaml", "b=2"]) == 0
+    assert calls == [(("X.yaml", ["a=1", "b=2"]), {})]

@@ -11,6 +11,7 @@ listed as problems.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import Any
 import yaml
 
 from .tables import csv_table, fmt, latex_table, markdown_table
+
+logger = logging.getLogger("crossmae")
 
 REFERENCE_FILE = Path(__file__).with_name("reference_numbers.yaml")
 SIZE_NAMES = ("small", "base", "large", "huge")
@@ -152,6 +155,7 @@ def scan(roots: list[str | Path]) -> tuple[list[tuple[Path, dict]], list[Problem
             data, problem = read_results(path)
             if problem:
                 problems.append(problem)
+                logger.warning("skipping %s", problem)
             else:
                 found.append((path, data))
         markers = [m for name in LOG_FILES + ("checkpoint.pth",) for m in root.rglob(name)] if root.is_dir() else []
@@ -174,17 +178,34 @@ def _progress(run: Path) -> str:
 
 
 # ------------------------------------------------------------------ rows
-def _model_kwargs(run_dir: Path) -> dict:
-    """Model keyword arguments from the run's config.yaml (written by pretraining), if readable."""
+ARCH_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
+
+
+def read_model_kwargs(run_dir: Path) -> tuple[dict, Problem | None]:
+    """Model keyword arguments from the run's config.yaml (written by pretraining; {} if there is none),
+    or a problem if the file is unreadable or cut short. config.yaml lists ``model`` first and
+    ``epochs`` after it: a file without ``epochs`` was cut mid-write (its model section may hold a
+    truncated number), so nothing in it is trusted."""
     cfg = run_dir / "config.yaml"
     if not cfg.is_file():
-        return {}
+        return {}, None
     try:
         data = yaml.safe_load(cfg.read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    model = data.get("model") if isinstance(data, dict) else None
-    return model if isinstance(model, dict) else {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        return {}, Problem(str(cfg), "corrupt", f"cannot parse: {str(e).splitlines()[0]}")
+    if not isinstance(data, dict) or "epochs" not in data:
+        return {}, Problem(str(cfg), "corrupt", "cut short (no 'epochs' after the model section): run skipped")
+    model = data.get("model")
+    if not isinstance(model, dict):
+        return {}, Problem(str(cfg), "corrupt", "'model' is not a mapping: run skipped")
+    bad = [k for k in ARCH_KEYS if k in model and (isinstance(model[k], bool) or not isinstance(model[k], int))]
+    if bad:
+        return {}, Problem(str(cfg), "corrupt", f"model.{bad[0]}={model[bad[0]]!r} is not an integer: run skipped")
+    return model, None
+
+
+def _model_kwargs(run_dir: Path) -> dict:
+    return read_model_kwargs(run_dir)[0]
 
 
 def _size(model_name: str, kwargs: dict) -> tuple[str | None, int]:
@@ -285,6 +306,11 @@ def build_rows(found: list[tuple[Path, dict]], problems: list[Problem]) -> tuple
     rows: dict[str, Row] = {}
     for path, data in found:
         if data["task"] == "pretrain":
+            problem = read_model_kwargs(path.parent)[1]
+            if problem:
+                problems.append(problem)
+                logger.warning("skipping %s: %s %s", path.parent, Path(problem.path).name, problem.message)
+                continue
             row = pretrain_row(path, data)
             if row.checkpoint in rows:
                 problems.append(Problem(str(path), "duplicate", f"a second pretraining result for {row.checkpoint}"))
@@ -410,6 +436,9 @@ def collect(roots: list[str | Path],
             reference_file: str | Path = REFERENCE_FILE) -> tuple[Tables, list[Row], list[Problem]]:
     found, problems = scan(roots)
     rows, extra = build_rows(found, problems)
+    skipped = sum(p.kind in ("corrupt", "invalid") for p in problems)
+    if skipped:
+        logger.warning("%d unreadable, cut-short or invalid files skipped (listed under 'Not in the table')", skipped)
     return make_tables(rows, extra, problems, load_references(reference_file)), rows, problems
 
 

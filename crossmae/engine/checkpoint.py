@@ -8,6 +8,8 @@ Files in the official CrossMAE/MAE release format (``{"model", "optimizer", "epo
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
 import os
 import pickle
 import random
@@ -25,6 +27,26 @@ class CheckpointError(ValueError):
     pass
 
 
+def _names_path_in_errors(save):
+    """A failed write (full disk, quota, read-only file system) raises an OSError that names the
+    checkpoint: writes through a file object raise one without a file name, and torch's own writer a
+    RuntimeError. Either becomes one line from crossmae.cli.report_errors."""
+    @functools.wraps(save)
+    def wrapper(state: dict, path: str | os.PathLike) -> None:
+        try:
+            save(state, path)
+        except OSError as e:
+            if e.filename is None:
+                e.filename = str(path)
+            raise
+        except RuntimeError as e:
+            if "write" not in str(e):
+                raise
+            raise OSError(errno.EIO, f"writing failed, disk full? ({str(e).splitlines()[0]})", str(path)) from e
+    return wrapper
+
+
+@_names_path_in_errors
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``path``:
     a crash or kill at any point leaves the previous file intact. The file gets the permissions every
@@ -94,27 +116,73 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+EXPECTED = "a torch.save file (ours, or the official CrossMAE/MAE release) or a .safetensors file"
+
+
+def _sniff(path: Path) -> str | None:
+    """What is wrong with the file's first bytes, or None if they can start a torch.save file
+    (a zip archive, or the legacy format's pickle)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "is empty (0 bytes: a copy or write cut short?)"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    try:
+        text = head.decode("utf-8")
+        if text.isprintable() or text.strip().isprintable():
+            return f"is a text file (it starts with {text[:12]!r})"
+    except UnicodeDecodeError:
+        pass
+    return f"is not a checkpoint (it starts with the bytes {head[:8]!r})"
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load without executing code from the file. ``.safetensors`` files give ``{"model": tensors}``."""
+    """Load without executing code from the file. ``.safetensors`` files give ``{"model": tensors}``.
+    Anything that is not a readable checkpoint is one :class:`CheckpointError` saying what the file is."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return {"model": load_file(str(path))}
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return {"model": load_file(str(path))}
+        problem = _sniff(path)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
+    except Exception as e:  # safetensors' own error class: a damaged or foreign file
+        raise CheckpointError(f"{path} is not a readable .safetensors file ({str(e).splitlines()[0]})") from e
+    if problem:
+        raise CheckpointError(f"{path} {problem}; expected {EXPECTED}")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):
+            raise CheckpointError(f"{path} is damaged or not a checkpoint (its pickle cannot be read); "
+                                  f"expected {EXPECTED}") from e
         raise CheckpointError(
             f"refusing to load {path}: it needs arbitrary pickled objects, which could run code "
-            f"(weights_only load failed: {str(e).splitlines()[0]}). Re-save its state dict with torch.save "
-            f"or as .safetensors.") from e
-    except (RuntimeError, EOFError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+            f"({_last_line(e)}). Re-save its state dict with torch.save or as .safetensors.") from e
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
+    except Exception as e:  # random or truncated bytes raise RuntimeError, EOFError, KeyError, ValueError, ...
+        raise CheckpointError(f"{path} is damaged or not a checkpoint ({type(e).__name__}: "
+                              f"{_first_sentence(e)}); expected {EXPECTED}") from e
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
     return ckpt
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    picked = [ln for ln in lines if "Unsupported global" in ln] or lines[:1] or ["?"]
+    return picked[0]
+
+
+def _first_sentence(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else "no detail"
+    return text.split(". ")[0].rstrip(".")
 
 
 def model_state(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> dict[str, torch.Tensor]:
@@ -124,6 +192,38 @@ def model_state(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> dict[st
         raise CheckpointError(f"{path} is not a CrossMAE/MAE checkpoint: expected a 'model' state dict, "
                               f"found keys {sorted(ckpt)[:8]}")
     return state
+
+
+def load_model_state(module: torch.nn.Module, ckpt: dict, path: str | os.PathLike, hint: str = "") -> None:
+    """Strictly load the model state of ``ckpt`` (read from ``path``) into ``module``. A checkpoint of
+    another architecture or image size is one :class:`CheckpointError` listing a few differing keys
+    with their shapes (file vs model), the file's recorded model config and ``hint`` (what to do),
+    instead of torch's one-line-per-key RuntimeError."""
+    state = model_state(ckpt, path)
+    own = module.state_dict()
+    shapes = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+              if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if shapes or missing or unexpected:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} tensors differ in shape (file vs model), e.g. "
+                         + ", ".join(f"{k} {a} vs {b}" for k, a, b in shapes[:3]))
+        if missing:
+            parts.append(f"{len(missing)} model tensors are not in the file, e.g. {missing[:3]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} file tensors are not in the model, e.g. {unexpected[:3]}")
+        model_cfg = (ckpt.get("config") or {}).get("model") if isinstance(ckpt.get("config"), dict) else None
+        written = f" The file was written for model {_short(model_cfg)}." if model_cfg else ""
+        raise CheckpointError(f"{path} does not fit this model: " + "; ".join(parts) + "." + written
+                              + (f" {hint}" if hint else ""))
+    module.load_state_dict(state)
+
+
+def _short(obj, limit: int = 160) -> str:
+    text = str(dict(obj)) if isinstance(obj, dict) else str(obj)
+    return text if len(text) <= limit else text[:limit] + "...}"
 
 
 def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -20,11 +20,43 @@ class DistInfo:
         return self.rank == 0
 
 
+class DeviceError(ValueError):
+    """The requested device does not exist here, or the launcher's environment is malformed."""
+
+
 def _env_int(*names: str, default: int) -> int:
     for name in names:
         if name in os.environ:
-            return int(os.environ[name])
+            try:
+                return int(os.environ[name])
+            except ValueError:
+                raise DeviceError(f"environment variable {name}={os.environ[name]!r} is not an integer") from None
     return default
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> this process's GPU if there is one, else the CPU. An explicit device is checked
+    here, before anything runs: a GPU that is not there is one error line, not a CUDA traceback."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"device={device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device={device} but no CUDA GPU is visible (torch {torch.__version__}, CUDA build "
+                              f"{torch.version.cuda or 'none'}); use device=cpu or device=auto")
+        index = local_rank if dev.index is None else dev.index
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise DeviceError(f"device={device}: GPU {index} asked for (local rank {local_rank}), but only {count} "
+                              f"visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device={device} but MPS is not available here; use device=cpu or device=auto")
+    return dev
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
@@ -33,13 +65,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     rank = _env_int("RANK", "SLURM_PROCID", default=0)
     world_size = _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
     local_rank = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device(device)
+    dev = resolve_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29500")

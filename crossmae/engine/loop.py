@@ -24,13 +24,16 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from .distributed import DistInfo, all_reduce_sum
 from .logging import RunLogger
 from .optim import set_lr
 from .rundir import lock_run_dir
 
 logger = logging.getLogger("crossmae")
+
+RESUME_HINT = ("Resume it with the config it was trained with (config.yaml beside it), give this run a new "
+               "output_dir, or pass it as pretrained weights instead of resume.")
 
 LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict]"]
 
@@ -138,8 +141,12 @@ class Trainer:
             raise CheckpointError(f"cannot resume from {path}: it lacks {missing} (a weights-only file? "
                                   f"use it as pretrained weights instead)")
         check_resume_config(ckpt.get("config"), self.config, path, refuse=refuse_other_run)
-        self.module.load_state_dict(model_state(ckpt, path))
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        load_model_state(self.module, ckpt, path, hint=RESUME_HINT)
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:  # other parameter groups: another layer_decay / weight-decay split
+            raise CheckpointError(f"cannot resume from {path}: its optimizer state does not fit this run's "
+                                  f"parameter groups ({e}). {RESUME_HINT}") from e
         if "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch = int(ckpt["epoch"])
