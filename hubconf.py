@@ -1,7 +1,9 @@
 """torch.hub entry points: ``torch.hub.load("<this repo>", "crossmae_vit_base_patch16", checkpoint=PATH)``.
 
 Every pretraining model of the toolkit is an entry; ``checkpoint`` (optional) is a local file in our or the
-official release's format (weights cannot be downloaded from here: fetch them yourself first).
+official release's format. ``from_pretrained`` loads a Hugging Face Hub repo id or a local directory
+(``save_pretrained`` / ``crossmae export`` output, or one holding an official release checkpoint):
+``torch.hub.load("<this repo>", "from_pretrained", "org/name", encoder_only=True)``.
 """
 dependencies = ["torch", "timm"]
 
@@ -22,3 +24,11 @@ def _entry(name):
 
 for _name in _MODELS:
     globals()[_name] = _entry(_name)
+
+
+def from_pretrained(repo_id_or_dir: str, encoder_only: bool = False, **kwargs):
+    """The model a Hub repo or a local directory holds (CrossMAE or MAE), or with ``encoder_only`` its
+    encoder; ``kwargs`` go to :func:`crossmae.hub.load` (``revision``, ``filename``, ``map_location``, ...)."""
+    from crossmae.hub import load
+    from crossmae.models.encoder import MaskedViTEncoder
+    return load(repo_id_or_dir, want=MaskedViTEncoder if encoder_only else None, **kwargs)

@@ -61,12 +61,20 @@ def main(argv: list[str] | None = None) -> int:
         p = commands[name] = sub.add_parser(name, help=help_text)
         p.add_argument("--config", help="YAML recipe under configs/")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.blr=1e-4 model.pred_ratio=0.25")
+    from .export import add_arguments as add_export_arguments  # light: argparse only
+    commands["export"] = sub.add_parser("export", help="a pretraining checkpoint -> a Hugging Face Hub directory "
+                                        "(config.json + model.safetensors + model card), the encoder alone or a "
+                                        "timm-loadable encoder (crossmae/export.py); --push uploads it")
+    add_export_arguments(commands["export"])
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in commands:
         parser.parse_args(argv)  # --help, or the error naming the valid commands
     # argparse's intermixed parsing (options after key=value overrides) does not support subparsers:
     # the command's own parser does it
     args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    if argv[0] == "export":
+        from .export import main as export
+        return report_errors("crossmae export", export, args)
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return report_errors(f"crossmae {argv[0]}", module.main, args.config, args.overrides)
 

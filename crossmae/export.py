@@ -1,0 +1,191 @@
+"""``crossmae export``: a pretraining checkpoint (ours or the official release's) -> a directory for the
+Hugging Face Hub, optionally pushed.
+
+    crossmae export --checkpoint output/run/checkpoint.pth --out hub/run              # CrossMAE / MAE
+    crossmae export --checkpoint ... --out hub/run-encoder --encoder-only            # the encoder alone
+    crossmae export --checkpoint ... --out hub/run-timm --timm                       # what timm loads
+    crossmae export --checkpoint ... --out hub/run --push org/name                   # and upload it
+
+The first two write ``config.json`` + ``model.safetensors`` + ``README.md`` (a model card with the recipe and
+metrics of the run's results.json) that ``CrossMAE.from_pretrained`` / ``MaskedViTEncoder.from_pretrained``
+read. ``--timm`` writes the encoder in timm's VisionTransformer layout plus ``timm.json``, the arguments of::
+
+    timm.create_model("vit_base_patch16_224", pretrained=True, **kwargs,
+                      pretrained_cfg_overlay=dict(file="hub/run-timm/model.safetensors", num_classes=0, ...))
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("crossmae")
+
+TIMM_NAMES = {"small": "vit_small_patch16_224", "base": "vit_base_patch16_224", "large": "vit_large_patch16_224",
+              "huge": "vit_huge_patch14_224"}
+OUR_FILES = ("config.json", "model.safetensors", "README.md", "timm.json")
+
+
+# ------------------------------------------------------------------ timm
+def timm_state(encoder, global_pool: str) -> dict:
+    """The encoder's tensors in the layout of timm's ``VisionTransformer(global_pool=..., num_classes=0)``.
+
+    'avg' is MAE's fine-tuning layout: mean of the patch tokens through a fresh ``fc_norm``, no final
+    ``norm`` (dropped if the encoder has one). 'token': the cls token through the final ``norm``; an encoder
+    without one (CrossMAE with inter-block attention) gets a fresh one. "Fresh" is LayerNorm's own
+    initialisation (weight 1, bias 0), written out so that timm can load the file strictly."""
+    import torch
+
+    from .engine.checkpoint import encoder_state
+    if global_pool not in ("avg", "token"):
+        raise ValueError(f"global_pool must be 'avg' or 'token', got {global_pool!r}")
+    state = {k: v.detach().contiguous().cpu() for k, v in encoder_state(encoder.state_dict()).items()}
+    dim = state["cls_token"].shape[-1]
+    fresh = {"weight": torch.ones(dim), "bias": torch.zeros(dim)}
+    if global_pool == "avg":
+        state = {k: v for k, v in state.items() if not k.startswith("norm.")}
+        state.update({f"fc_norm.{k}": v for k, v in fresh.items()})
+    elif "norm.weight" not in state:
+        state.update({f"norm.{k}": v for k, v in fresh.items()})
+    return state
+
+
+def timm_spec(encoder, global_pool: str, file: str) -> dict[str, Any]:
+    """The ``timm.create_model`` call that rebuilds the encoder: a registered ViT name (the encoder's size,
+    or vit_base_patch16_224 as a template whose architecture the kwargs replace) + kwargs + the overlay that
+    points at the file, drops the classifier (num_classes=0: the load is strict) and sets our
+    preprocessing (ImageNet mean/std, the pretraining resolution)."""
+    from .data import IMAGENET_MEAN, IMAGENET_STD
+    from .models import SIZES
+    from .models.naming import arch_of
+    a = arch_of(encoder)
+    size = next((s for s, d in SIZES.items()
+                 if all(a[k] == d[k] for k in ("embed_dim", "depth", "num_heads", "patch_size"))), None)
+    kwargs: dict[str, Any] = {"global_pool": global_pool}
+    if size is None or a["mlp_ratio"] != 4.0:
+        kwargs.update(embed_dim=a["embed_dim"], depth=a["depth"], num_heads=a["num_heads"],
+                      patch_size=a["patch_size"], mlp_ratio=a["mlp_ratio"])
+    if a["img_size"] != 224:
+        kwargs["img_size"] = a["img_size"]
+    overlay = {"file": file, "num_classes": 0, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+               "input_size": [encoder.in_chans, a["img_size"], a["img_size"]], "crop_pct": 0.875,
+               "interpolation": "bicubic"}
+    return {"model_name": TIMM_NAMES[size] if size else "vit_base_patch16_224", "kwargs": kwargs,
+            "pretrained_cfg_overlay": overlay}
+
+
+def timm_usage(spec: dict) -> str:
+    kw = "".join(f", {k}={v!r}" for k, v in spec["kwargs"].items())
+    overlay = ", ".join(f"{k}={v!r}" for k, v in spec["pretrained_cfg_overlay"].items())
+    return (f"import timm\nmodel = timm.create_model({spec['model_name']!r}, pretrained=True{kw},\n"
+            f"                          pretrained_cfg_overlay=dict({overlay}))")
+
+
+def save_timm(encoder, out: Path, global_pool: str | None = None, results: dict | None = None,
+              source: str | None = None) -> dict:
+    """Write ``model.safetensors`` (timm layout), ``timm.json`` and ``README.md`` into ``out``."""
+    from safetensors.torch import save_file
+
+    from .hub import model_card
+    pool = global_pool or ("token" if encoder.norm is not None else "avg")
+    weights = out / "model.safetensors"
+    save_file(timm_state(encoder, pool), str(weights), metadata={"format": "pt"})
+    spec = timm_spec(encoder, pool, str(weights.resolve()))
+    (out / "timm.json").write_text(json.dumps(spec, indent=2) + "\n")
+    portable = {**spec, "pretrained_cfg_overlay": {**spec["pretrained_cfg_overlay"], "file": "model.safetensors"}}
+    model_card(encoder, results, source, usage=timm_usage(portable)).save(str(out / "README.md"))
+    return spec
+
+
+# ------------------------------------------------------------------ export
+def read_results(path: Path | None, checkpoint: Path) -> dict | None:
+    """The run's results.json: ``path``, else a pretraining results.json beside the checkpoint."""
+    candidate = path or checkpoint.parent / "results.json"
+    if not candidate.is_file():
+        if path is not None:
+            raise FileNotFoundError(f"--results {path} does not exist")
+        return None
+    try:
+        data = json.loads(candidate.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{candidate} is not readable JSON: {e}") from e
+    if not isinstance(data, dict) or (path is None and data.get("task") != "pretrain"):
+        return None
+    return data
+
+
+def export(checkpoint: str | Path, out: str | Path, mode: str = "full", results: str | Path | None = None,
+           model_name: str | None = None, model_kwargs: dict | None = None, global_pool: str | None = None) -> Path:
+    """Write the export of ``checkpoint`` into ``out``; mode 'full' (CrossMAE / MAE), 'encoder' or 'timm'."""
+    from .analysis.loading import load_pretrained
+    from .hub import encoder_of
+    if mode not in ("full", "encoder", "timm"):
+        raise ValueError(f"mode must be full, encoder or timm, got {mode!r}")
+    checkpoint, out = Path(checkpoint), Path(out)
+    model, _ = load_pretrained(checkpoint, model_name, model_kwargs)  # ours or the release's format
+    data = read_results(Path(results) if results else None, checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUR_FILES:  # an older export here must not leave a stale card or config behind
+        (out / name).unlink(missing_ok=True)
+    source = checkpoint.name
+    if mode == "timm":
+        spec = save_timm(encoder_of(model), out, global_pool, data, source)
+        logger.info("timm: %s", timm_usage(spec))
+    else:
+        target = model if mode == "full" else encoder_of(model)
+        target.save_pretrained(out, model_card_kwargs={"results": data, "source": source})
+    return out
+
+
+def push(out: str | Path, repo: str, token: str | None = None, private: bool | None = None) -> str:
+    """Upload an export directory to the Hub repo ``repo`` (created if needed)."""
+    from .hub import HubError, offline
+    later = f"the export is in {out}; upload it later with: hf upload {repo} {out} ."
+    if offline():
+        raise HubError(f"cannot push to {repo}: HF_HUB_OFFLINE is set ({later})")
+    from huggingface_hub import HfApi
+    try:
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id=repo, private=private, exist_ok=True).repo_id
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(out), commit_message="crossmae export")
+    except Exception as e:  # no network, no login, no permission: one line, not a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise HubError(f"cannot push to {repo}: {type(e).__name__}: {first} ({later})") from e
+    return str(getattr(info, "commit_url", info))
+
+
+# ------------------------------------------------------------------ command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="pretraining checkpoint (ours, or the official release's)")
+    p.add_argument("--out", required=True, help="output directory")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--encoder-only", action="store_true", help="the encoder alone (MaskedViTEncoder)")
+    mode.add_argument("--timm", action="store_true", help="the encoder in timm's VisionTransformer layout")
+    p.add_argument("--global-pool", choices=("avg", "token"), default=None,
+                   help="--timm: 'avg' (MAE fine-tuning: fresh fc_norm, no final norm) or 'token' (cls token "
+                        "through the final norm); default: token if the encoder has a final norm, else avg")
+    p.add_argument("--results", default=None, help="results.json for the model card (default: the pretraining "
+                                                   "results.json beside the checkpoint, if any)")
+    p.add_argument("--model", default=None, help="model factory name, for files that do not record it")
+    p.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments of --model")
+    p.add_argument("--push", default=None, metavar="REPO", help="upload to this Hub repo (org/name)")
+    p.add_argument("--private", action="store_true", help="--push: create the repo private")
+
+
+def main(args: argparse.Namespace) -> Path:
+    try:
+        kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model-kwargs is not valid JSON: {e}") from e
+    if not isinstance(kwargs, dict):
+        raise ValueError("--model-kwargs must be a JSON object")
+    if args.global_pool and not args.timm:
+        raise ValueError("--global-pool applies to --timm exports only")
+    mode = "timm" if args.timm else "encoder" if args.encoder_only else "full"
+    out = export(args.checkpoint, args.out, mode, args.results, args.model, kwargs, args.global_pool)
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    if args.push:
+        print(f"pushed: {push(out, args.push, private=args.private or None)}")
+    return out

@@ -1,0 +1,303 @@
+"""Hugging Face Hub and safetensors for the pretraining models (CrossMAE, MAE) and their encoders.
+
+The models inherit :class:`HubMixin`, huggingface_hub's ``PyTorchModelHubMixin`` with our formats::
+
+    model.save_pretrained("dir")                # config.json + model.safetensors + README.md (model card)
+    model.push_to_hub("org/name")
+    CrossMAE.from_pretrained("org/name")        # a Hub repo id or a local directory
+    MaskedViTEncoder.from_pretrained("org/name")  # the encoder alone, from a full or an encoder-only save
+    crossmae.hub.load("org/name")               # whatever it holds
+
+``config.json`` is ``{"format", "class", "name", "kwargs", "description"}``: the registered factory and every
+constructor argument, so the model is rebuilt exactly (and loaded strictly). A repo or directory without our
+``config.json`` but with one release checkpoint (``checkpoint-*.pth`` in the official CrossMAE/MAE format
+``{"model", "optimizer", "epoch", "scaler", "args"}``, or one of ours) loads through the release-format mapping
+of :mod:`crossmae.analysis.loading`; with several, ``filename=`` picks one.
+
+Nothing here imports the models at module level: ``crossmae.models.encoder`` imports this module.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
+
+from .engine.checkpoint import CheckpointError
+
+FORMAT = "crossmae-hub/1"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CHECKPOINT_SUFFIXES = (".pth", ".pt")
+TAGS = ["crossmae", "masked-autoencoder", "self-supervised-learning", "vision-transformer",
+        "image-feature-extraction"]
+PAPER = "https://openreview.net/forum?id=JT2KMuo2BV"
+CITATION = """@article{fu2025rethinking,
+  title   = {Rethinking Patch Dependence for Masked Autoencoders},
+  author  = {Fu, Letian and Lian, Long and Wang, Renhao and Shi, Baifeng and Wang, Xudong and Yala, Adam and
+             Darrell, Trevor and Efros, Alexei A. and Goldberg, Ken},
+  journal = {Transactions on Machine Learning Research},
+  year    = {2025}
+}"""
+
+
+class HubError(ValueError):
+    """A Hub operation that cannot be done (offline, nothing to load, ambiguous repo): a user error."""
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+# ------------------------------------------------------------------ config.json
+def constructor_kwargs(model) -> dict[str, Any]:
+    """Every constructor argument the model was built with (recorded by the mixin at construction)."""
+    import inspect
+    kwargs = dict(getattr(model, "_hub_mixin_config", None) or {})
+    params = [p for p in inspect.signature(type(model).__init__).parameters if p != "self"]
+    missing = [p for p in params if p not in kwargs]
+    if missing:
+        raise HubError(f"{type(model).__name__} does not record its constructor arguments {missing}")
+    return {p: kwargs[p] for p in params}
+
+
+def factory_name(model) -> str | None:
+    """The registered factory of the model's class and encoder size; every constructor argument is stored
+    beside it, so for a custom architecture it names only the defaults that ``kwargs`` override."""
+    from .models import MODELS, SIZES, CrossMAE
+    from .models.naming import arch_of
+    if not hasattr(model, "decoder_blocks"):
+        return None  # an encoder: rebuilt from its class
+    prefix = "crossmae" if isinstance(model, CrossMAE) else "mae"
+    arch = arch_of(model)
+    for size, d in SIZES.items():
+        name = f"{prefix}_vit_{size}_patch{d['patch_size']}"
+        if all(arch[k] == d[k] for k in ("embed_dim", "depth", "num_heads", "patch_size")) and name in MODELS:
+            return name
+    return f"{prefix}_vit_base_patch16"
+
+
+def hub_config(model) -> dict[str, Any]:
+    from .models.naming import describe_model
+    return {"format": FORMAT, "class": type(model).__name__, "name": factory_name(model),
+            "kwargs": constructor_kwargs(model), "description": describe_model(model)}
+
+
+def build_from_config(config: dict, source: str = "<config>"):
+    """config.json -> a freshly initialised model of exactly that architecture."""
+    from .models import build_model
+    from .models.encoder import MaskedViTEncoder
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{source} is not a crossmae-toolkit config (expected format {FORMAT!r})")
+    kwargs = dict(config.get("kwargs") or {})
+    if config.get("class") == "MaskedViTEncoder":
+        return MaskedViTEncoder(**kwargs)
+    if not config.get("name"):
+        raise CheckpointError(f"{source} names no model factory")
+    return build_model(config["name"], **kwargs)
+
+
+# ------------------------------------------------------------------ encoders
+def encoder_of(model):
+    """The encoder of a CrossMAE / MAE as a stand-alone :class:`MaskedViTEncoder` (same weights, timm names)."""
+    from .engine.checkpoint import encoder_state
+    from .models.encoder import MaskedViTEncoder
+    from .models.naming import arch_of
+    if type(model) is MaskedViTEncoder:
+        return model
+    a = arch_of(model)
+    enc = MaskedViTEncoder(img_size=a["img_size"], patch_size=a["patch_size"], in_chans=model.in_chans,
+                           embed_dim=a["embed_dim"], depth=a["depth"], num_heads=a["num_heads"],
+                           mlp_ratio=a["mlp_ratio"], final_norm=model.norm is not None)
+    enc.load_state_dict(encoder_state(model.state_dict()), strict=True)
+    return enc.to(next(model.parameters()).device).eval()
+
+
+# ------------------------------------------------------------------ files of a repo or a directory
+def _fetch(model_id: str, filename: str, hub: dict) -> str | None:
+    """Local path of ``filename`` in a directory or a Hub repo (downloaded or from the cache); None if absent."""
+    if os.path.isdir(model_id):
+        path = Path(model_id) / filename
+        return str(path) if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError
+    try:
+        return hf_hub_download(repo_id=model_id, filename=filename, **hub)
+    except EntryNotFoundError:  # also LocalEntryNotFoundError: not in the offline cache
+        return None
+
+
+def _list_files(model_id: str, hub: dict) -> list[str]:
+    if os.path.isdir(model_id):
+        root = Path(model_id)
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    from huggingface_hub.utils import LocalEntryNotFoundError, RepositoryNotFoundError
+    if offline() or hub.get("local_files_only"):
+        from huggingface_hub import constants, snapshot_download
+        try:
+            folder = Path(snapshot_download(repo_id=model_id, revision=hub.get("revision"),
+                                            cache_dir=hub.get("cache_dir"), local_files_only=True))
+        except LocalEntryNotFoundError as e:
+            cache = hub.get("cache_dir") or constants.HF_HUB_CACHE
+            raise HubError(f"{model_id} is not in the local Hub cache ({cache}) and downloads are off "
+                           f"(HF_HUB_OFFLINE=1 or local_files_only)") from e
+        return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    from huggingface_hub import HfApi
+    try:
+        return sorted(HfApi(token=hub.get("token")).list_repo_files(model_id, revision=hub.get("revision")))
+    except RepositoryNotFoundError as e:
+        raise HubError(f"{model_id}: no such Hub repo (or it is private: log in with `hf auth login`)") from e
+
+
+def _release_file(model_id: str, hub: dict) -> str:
+    files = _list_files(model_id, hub)
+    ckpts = [f for f in files if f.endswith(CHECKPOINT_SUFFIXES)]
+    if not ckpts:
+        raise HubError(f"{model_id} holds neither {CONFIG_NAME} + {WEIGHTS_NAME} (save_pretrained / crossmae export) "
+                       f"nor a checkpoint file (*.pth); it has: {', '.join(files[:10]) or 'no files'}")
+    if len(ckpts) > 1:
+        raise HubError(f"{model_id} holds {len(ckpts)} checkpoints ({', '.join(ckpts[:6])}): "
+                       f"pick one with filename=...")
+    return ckpts[0]
+
+
+# ------------------------------------------------------------------ loading
+def load(model_id: str | os.PathLike, *, want: type | None = None, filename: str | None = None,
+         map_location: str = "cpu", revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+         force_download: bool = False, local_files_only: bool = False, token: str | bool | None = None):
+    """A model from a Hub repo id or a local directory, in eval mode.
+
+    ``want``: CrossMAE / MAE (must be what the repo holds), MaskedViTEncoder (the encoder of whatever it
+    holds) or None (whatever it holds). ``filename``: one checkpoint file of the repo, loaded through the
+    release-format mapping (default: our config.json + model.safetensors, else the repo's only .pth)."""
+    model_id = str(model_id)
+    hub = dict(revision=revision, cache_dir=cache_dir, force_download=force_download,
+               local_files_only=local_files_only, token=token)
+    if not os.path.isdir(model_id) and (os.path.exists(model_id) or model_id.startswith((".", "/", "~"))
+                                        or model_id.count("/") > 1):
+        raise FileNotFoundError(f"{model_id} is neither a directory nor a Hub repo id (org/name); a single "
+                                f"checkpoint file loads with crossmae.analysis.loading.load_pretrained")
+    config_path = None if filename else _fetch(model_id, CONFIG_NAME, hub)
+    config = json.loads(Path(config_path).read_text()) if config_path else None
+    if config is not None and config.get("format") == FORMAT:
+        model = _load_ours(model_id, config, hub)
+    else:
+        from .analysis.loading import load_pretrained
+        name = filename or _release_file(model_id, hub)
+        path = _fetch(model_id, name, hub)
+        if path is None:
+            raise HubError(f"{name} not found in {model_id}")
+        model, _ = load_pretrained(path)
+    model = _as_wanted(model, want, model_id)
+    return model.to(map_location).eval()
+
+
+def _load_ours(model_id: str, config: dict, hub: dict):
+    from safetensors.torch import load_file
+    src = f"{model_id}/{CONFIG_NAME}"
+    model = build_from_config(config, src)
+    weights = _fetch(model_id, WEIGHTS_NAME, hub)
+    if weights is None:
+        raise HubError(f"{model_id} has a {CONFIG_NAME} but no {WEIGHTS_NAME}")
+    missing, unexpected = model.load_state_dict(load_file(weights), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{model_id}/{WEIGHTS_NAME} does not match its {CONFIG_NAME} "
+                              f"({config.get('description')}): missing {missing[:6]}, unexpected {unexpected[:6]}")
+    return model
+
+
+def _as_wanted(model, want: type | None, model_id: str):
+    from .models.encoder import MaskedViTEncoder
+    if want is None or type(model) is want:
+        return model
+    if want is MaskedViTEncoder:
+        return encoder_of(model)
+    from .models.naming import describe_model
+    raise HubError(f"{model_id} holds a {type(model).__name__} ({describe_model(model)}), not a {want.__name__}: "
+                   f"load it with {type(model).__name__}.from_pretrained or crossmae.hub.load")
+
+
+# ------------------------------------------------------------------ model card
+def model_card(model, results: dict | None = None, source: str | None = None, usage: str | None = None) -> ModelCard:
+    """README.md of a saved model: what it is, its full architecture, the pretraining recipe and metrics of
+    ``results`` (a pretraining results.json) when given, how to load it (``usage``: Python code; default
+    ``from_pretrained``), and the paper to cite."""
+    from .models.naming import describe_model
+    config = hub_config(model)
+    data = ModelCardData(library_name="crossmae", tags=sorted(set(TAGS)), pipeline_tag="image-feature-extraction")
+    kind = {"CrossMAE": "A CrossMAE (cross-attention decoder) pretrained with masked-patch reconstruction",
+            "MAE": "An MAE (self-attention decoder) pretrained with masked-patch reconstruction",
+            }.get(config["class"], "The ViT encoder of a CrossMAE / MAE pretraining run (decoder removed)")
+    lines = [f"# {describe_model(model)}", "", f"{kind}; see the paper [Rethinking Patch Dependence for Masked "
+             f"Autoencoders]({PAPER}) (Fu, Lian et al., TMLR 2025).", ""]
+    if source:
+        lines += [f"Converted from `{source}`.", ""]
+    lines += ["## Architecture", "", f"`config.json`: class `{config['class']}`"
+              + (f", factory `{config['name']}`" if config["name"] else "")
+              + ", with every constructor argument:", "", "| argument | value |", "|---|---|"]
+    lines += [f"| `{k}` | {v} |" for k, v in config["kwargs"].items()]
+    if results:
+        lines += ["", "## Pretraining", "", "| field | value |", "|---|---|"]
+        for key in ("model_description", "epochs", "mask_ratio", "pred_ratio", "decoder_depth"):
+            if key in results:
+                lines.append(f"| {key} | {results[key]} |")
+        recipe = (results.get("config") or {}) if isinstance(results.get("config"), dict) else {}
+        for key in ("batch_size", "global_batch_size", "optim"):
+            if key in recipe:
+                lines.append(f"| {key} | {recipe[key]} |")
+        metrics = results.get("metrics") if isinstance(results.get("metrics"), dict) else {}
+        if metrics:
+            lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                      for k, v in metrics.items()]
+    cls = config["class"]
+    if usage is None:
+        module = "crossmae.models" if cls != "MaskedViTEncoder" else "crossmae.models.encoder"
+        usage = f'from {module} import {cls}\nmodel = {cls}.from_pretrained("<this repo or directory>")'
+        usage_note = ("With this toolkit's `crossmae` package installed. `crossmae export --timm` writes the "
+                      "encoder in a form that `timm` loads directly.")
+    else:
+        usage_note = "The encoder in timm's `VisionTransformer` layout (`timm.json` holds these arguments)."
+    lines += ["", "## Use", "", "```python", usage, "```", "", usage_note, "", "## Citation", "", "```bibtex",
+              CITATION, "```", ""]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+# ------------------------------------------------------------------ the mixin
+class HubMixin(PyTorchModelHubMixin, library_name="crossmae", tags=TAGS):
+    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` in our formats (see the module doc)."""
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from safetensors.torch import save_file
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(Path(save_directory) / WEIGHTS_NAME), metadata={"format": "pt", "crossmae": FORMAT})
+        (Path(save_directory) / CONFIG_NAME).write_text(json.dumps(hub_config(self), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, force_download: bool = False,
+                        token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+                        local_files_only: bool = False, revision: str | None = None, map_location: str = "cpu",
+                        filename: str | None = None, **ignored):
+        """A Hub repo id or a local directory -> this class's model, in eval mode (see :func:`load`).
+
+        Replaces the mixin's version, which needs a config.json: offline it fails on release repos,
+        which have none."""
+        return load(pretrained_model_name_or_path, want=cls, filename=filename, map_location=map_location,
+                    revision=revision, cache_dir=cache_dir, force_download=force_download,
+                    local_files_only=local_files_only, token=token)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
+                         local_files_only=False, token=None, map_location: str = "cpu", filename: str | None = None,
+                         **ignored):
+        # ``ignored``: what older mixins pass on (proxies, resume_download, strict)
+        return cls.from_pretrained(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                                   local_files_only=local_files_only, token=token, map_location=map_location,
+                                   filename=filename)
+
+    def generate_model_card(self, *args, results: dict | None = None, source: str | None = None,
+                            **kwargs) -> ModelCard:
+        return model_card(self, results, source)
