@@ -6,6 +6,12 @@
 
 FLOPs and parameters are counted on the meta device for every size in --flop-sizes (seconds);
 timing runs every configuration in --configs at every size in --sizes, interleaved.
+
+    python tools/bench_pretrain.py --before 2e3ab29^ --sizes small base --configs cross0.25-d12 cross0.75-d12 mae-d8
+
+times the crossmae package of an earlier commit ("before", extracted with git archive into a temporary
+directory and imported as its own package) against the working tree ("after") in the same interleaved
+rounds, and checks that both give the same loss and gradients on the same weights, images and masks.
 """
 from __future__ import annotations
 
@@ -45,6 +51,9 @@ def main(argv=None) -> int:
     p.add_argument("--model-kwargs", default="{}",
                    help='JSON model keyword arguments applied to every configuration, '
                         'e.g. \'{"decoder_embed_dim": 768}\'')
+    p.add_argument("--before", default=None, metavar="REV",
+                   help="also time the crossmae package at this git revision, paired with the working tree")
+    p.add_argument("--compile", action="store_true", help="time torch.compile(model)")
     p.add_argument("--output", default=None, help="write everything as JSON here")
     args = p.parse_args(argv)
     try:
@@ -67,9 +76,48 @@ def main(argv=None) -> int:
     return 0
 
 
+def package_at(rev: str, name: str = "crossmae_before"):
+    """Import the ``crossmae`` package as it was at git revision ``rev`` under the name ``name``
+    (its imports are relative, so the copy is self-contained)."""
+    import importlib
+    import subprocess
+    import tarfile
+    import tempfile
+    repo = Path(__file__).resolve().parents[1]
+    tmp = Path(tempfile.mkdtemp(prefix="crossmae_rev_"))
+    try:
+        blob = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", rev, "crossmae"], check=True,
+                              capture_output=True).stdout
+    except subprocess.CalledProcessError as e:
+        raise ValueError(f"--before {rev}: git archive failed: {e.stderr.decode().strip()}") from None
+    import io
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(tmp, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(tmp)
+    (tmp / "crossmae").rename(tmp / name)
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module(name)
+
+
+def package_builder(pkg):
+    """(model name, kwargs) -> (model, optimizer) with ``pkg``'s own build_model and build_adamw."""
+    import importlib
+    models, optim = (importlib.import_module(f"{pkg.__name__}.{m}") for m in ("models", "engine.optim"))
+
+    def build(name, kwargs):
+        model = models.build_model(name, **kwargs)
+        return model, optim.build_adamw(model, 1e-4, 0.05, betas=(0.9, 0.95))
+    return build
+
+
 def run(args, configs, sizes, overrides) -> None:
     from crossmae.models.blocks import set_backend
     set_backend(args.attention)
+    builders = None
+    if args.before:
+        old = package_at(args.before)
+        import importlib
+        importlib.import_module(old.__name__ + ".models.blocks").set_backend(args.attention)
+        builders = {"before": package_builder(old), "after": B.default_builder}
     all_configs = list(B.CONFIGS.values())
     counted = B.count_all(args.flop_sizes, all_configs, args.img_size, overrides)
     ratios = B.decoder_ratios(counted)
@@ -80,16 +128,26 @@ def run(args, configs, sizes, overrides) -> None:
         if size not in args.flop_sizes:
             counted += B.count_all([size], all_configs, args.img_size, overrides)
         timed += B.time_configs(size, configs, args.batch_size, args.repeats, args.warmup, args.steps_per_repeat,
-                                args.img_size, args.device, args.precision, overrides=overrides)
+                                args.img_size, args.device, args.precision, overrides=overrides, builders=builders,
+                                compile=args.compile)
     B.add_mfu(timed, counted, peak)
     print(f"device: {device_name}" + (f", peak {peak} TFLOP/s bf16" if peak else "")
           + ("" if args.device.startswith("cuda") else f", {torch.get_num_threads()} thread(s)"))
-    print(B.format_report(counted, timed, ratios))
+    print(B.format_report(counted, [t for t in timed if t["impl"] in ("", "after")], ratios))
+    pairs, losses = [], []
+    if builders:
+        pairs = B.paired_ratios(timed)
+        for size in sizes:
+            losses += B.compare_steps(size, configs, builders, img_size=args.img_size, overrides=overrides)
+        print(f"\nBefore ({args.before}) vs after (working tree), batch {args.batch_size}, "
+              f"{args.repeats} interleaved repeats; losses/gradients on the same weights, images and masks:\n")
+        print(B.format_before_after(pairs, losses))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(
             {"device": device_name, "threads": torch.get_num_threads(), "peak_tflops": peak, "args": vars(args),
              "configs": B.config_dicts(configs), "flops": counted, "decoder_ratios": ratios, "timing": timed,
+             "before_after": pairs, "step_equality": losses,
              "paper": {"decoder_gflops_vit_b": B.PAPER_DECODER_GFLOPS, "ratio_range": B.PAPER_RATIO_RANGE}},
             indent=2))
         print(f"wrote {args.output}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -100,12 +101,24 @@ def decoder_ratios(rows: list[dict], baseline: str = "mae-d8") -> list[dict]:
     return out
 
 
+Builder = Callable[[str, dict], "tuple[nn.Module, torch.optim.Optimizer]"]
+
+
+def default_builder(name: str, kwargs: dict) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The toolkit's own model and optimizer (``build_adamw``: fused where supported), on the CPU."""
+    from ..engine.optim import build_adamw
+    model = build_on("cpu", name, **kwargs)
+    return model, build_adamw(model, 1e-4, 0.05, betas=(0.9, 0.95))
+
+
 @dataclass
 class _Runner:
     cfg: BenchConfig
     model: nn.Module
     optimizer: torch.optim.Optimizer
     imgs: torch.Tensor
+    impl: str = ""
+    step_model: nn.Module | None = None  # the compiled wrapper when timing torch.compile
     times: list[float] = field(default_factory=list)
     cpu_times: list[float] = field(default_factory=list)
     peak_bytes: list[int] = field(default_factory=list)
@@ -145,34 +158,44 @@ def saved_activation_bytes(model: nn.Module, imgs: torch.Tensor, precision: str)
 def time_configs(size: str, configs: list[BenchConfig], batch_size: int, repeats: int, warmup: int = 1,
                  steps_per_repeat: int = 1, img_size: int = 224, device: str | torch.device = "cpu",
                  precision: str = "auto", seed: int = 0, progress: bool = True,
-                 overrides: dict | None = None) -> list[dict]:
+                 overrides: dict | None = None, builders: dict[str, Builder] | None = None,
+                 compile: bool = False) -> list[dict]:
     """Measured training steps (forward, backward, AdamW step) of every configuration, interleaved.
 
     Returns one dict per configuration: wall-clock step time (median / min / max over repeats, seconds),
     images/s, the process CPU time of a step (median; on a CPU device the measure that survives other
     jobs sharing the cores), saved-activation MB, and on CUDA the peak memory of a step when run alone
     (the peak allocated during the step, minus what the other configurations' resident state occupies).
-    A configuration that runs out of GPU memory is reported with ``oom: True``."""
+    A configuration that runs out of GPU memory is reported with ``oom: True``.
+
+    ``builders`` maps an implementation tag to ``(model name, kwargs) -> (model, optimizer)``; every
+    (tag, configuration) pair is timed in the same interleaved rounds, so e.g. the code of an earlier
+    commit ("before") and the current one ("after") meet the same machine conditions. Each result
+    carries its tag as ``impl`` and its per-repeat times, for paired ratios. ``compile`` times
+    ``torch.compile(model)`` (the first, untimed warmup round compiles)."""
     device = torch.device(device)
     precision = resolve_precision(precision, device)
-    torch.manual_seed(seed)
+    builders = builders or {"": default_builder}
     runners = []
-    for cfg in configs:
-        model = build_on("cpu", cfg.model_name(size), **{**cfg.kwargs(img_size), **(overrides or {})})
-        model = model.to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95))
-        imgs = torch.randn(batch_size, 3, img_size, img_size, device=device)
-        runners.append(_Runner(cfg, model, optimizer, imgs))
+    for impl, build in builders.items():
+        for cfg in configs:
+            torch.manual_seed(seed)
+            model, optimizer = build(cfg.model_name(size), {**cfg.kwargs(img_size), **(overrides or {})})
+            model = model.to(device).train()
+            imgs = torch.randn(batch_size, 3, img_size, img_size, device=device,
+                               generator=torch.Generator(device).manual_seed(seed))
+            runners.append(_Runner(cfg, model, optimizer, imgs, impl,
+                                   torch.compile(model) if compile else model))
     activations = {}
     for r in runners:
         try:
-            activations[r.cfg.key] = saved_activation_bytes(r.model, r.imgs, precision)
+            activations[(r.impl, r.cfg.key)] = saved_activation_bytes(r.model, r.imgs, precision)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
 
     def step(r: _Runner) -> None:
         with autocast(precision, device):
-            loss = r.model(r.imgs).loss
+            loss = r.step_model(r.imgs).loss
         loss.backward()
         r.optimizer.step()
         r.optimizer.zero_grad(set_to_none=True)
@@ -213,18 +236,21 @@ def time_configs(size: str, configs: list[BenchConfig], batch_size: int, repeats
     bar.close()
     results = []
     for r in runners:
+        key = (r.impl, r.cfg.key)
         res = {"size": size, "config": r.cfg.key, "label": r.cfg.label, "batch_size": batch_size, "device": device.type,
-               "precision": precision, "oom": r.oom, "repeats": len(r.times),
-               "activations_mb": activations[r.cfg.key] / 2 ** 20 if r.cfg.key in activations else None}
+               "precision": precision, "oom": r.oom, "repeats": len(r.times), "impl": r.impl, "compile": compile,
+               "fused_adamw": bool(r.optimizer.defaults.get("fused")),
+               "activations_mb": activations[key] / 2 ** 20 if key in activations else None}
         if r.times and not r.oom:
             med = statistics.median(r.times)
             res.update(step_s_median=med, step_s_min=min(r.times), step_s_max=max(r.times),
-                       images_per_s=batch_size / med, cpu_s_median=statistics.median(r.cpu_times))
+                       images_per_s=batch_size / med, cpu_s_median=statistics.median(r.cpu_times),
+                       step_s_all=list(r.times), cpu_s_all=list(r.cpu_times))
         if r.peak_bytes:
             res["peak_memory_mb"] = max(r.peak_bytes) / 2 ** 20
         results.append(res)
     for r in runners:  # free device memory before the next size
-        del r.model, r.optimizer, r.imgs
+        del r.model, r.optimizer, r.imgs, r.step_model
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return results
@@ -306,3 +332,65 @@ def format_report(counted: list[dict], timed: list[dict], ratios: list[dict]) ->
         lines.append(markdown_table(["size", "config", "step s median [min-max]", "CPU s", "time / MAE d8", "img/s",
                                      "saved activations MB", "peak mem MB", "TFLOP/s", "MFU"], rows))
     return "\n".join(lines)
+
+
+def paired_ratios(timed: list[dict], before: str = "before", after: str = "after") -> list[dict]:
+    """before / after step time per (size, config) from the same interleaved repeats: the median and
+    range of the per-repeat ratios (CPU time on a CPU device, wall time on a GPU)."""
+    out = []
+    for a in timed:
+        if a.get("impl") != after or "step_s_all" not in a:
+            continue
+        b = next((t for t in timed if t.get("impl") == before and t["size"] == a["size"]
+                  and t["config"] == a["config"] and "step_s_all" in t), None)
+        if b is None:
+            continue
+        key = "cpu_s_all" if a["device"] == "cpu" else "step_s_all"
+        r = [x / y for x, y in zip(b[key], a[key])]
+        out.append({"size": a["size"], "config": a["config"], "label": a["label"], "measure": key[:-4],
+                    "before_s": statistics.median(b[key]), "after_s": statistics.median(a[key]),
+                    "speedup_median": statistics.median(r), "speedup_min": min(r), "speedup_max": max(r),
+                    "repeats": len(r)})
+    return out
+
+
+def format_before_after(pairs: list[dict], losses: list[dict] | None = None) -> str:
+    from .tables import markdown_table
+    loss_of = {(x["size"], x["config"]): x for x in losses or []}
+    rows = []
+    for p in pairs:
+        x = loss_of.get((p["size"], p["config"]))
+        rows.append([f"ViT-{p['size'][0].upper()}", p["label"], f"{p['before_s']:.3f}", f"{p['after_s']:.3f}",
+                     f"{p['speedup_median']:.2f}x [{p['speedup_min']:.2f}-{p['speedup_max']:.2f}]",
+                     f"{x['loss_before']:.6f} / {x['loss_after']:.6f}" if x else None,
+                     f"{x['max_grad_rel_diff']:.1e}" if x else None])
+    measure = pairs[0]["measure"].replace("_s", " s").replace("step", "wall") if pairs else ""
+    return markdown_table(["size", "config", f"before ({measure})", f"after ({measure})",
+                           "before / after, median [min-max] of paired repeats", "loss before / after",
+                           "max rel. grad diff"], rows)
+
+
+def compare_steps(size: str, configs: list[BenchConfig], builders: dict[str, Builder], batch_size: int = 2,
+                  img_size: int = 224, seed: int = 0, overrides: dict | None = None) -> list[dict]:
+    """Loss and gradients of the first two builders' models on the same weights, images and masks
+    (each model draws its masks from an identically seeded generator): are the steps the same?"""
+    (tag_a, build_a), (tag_b, build_b) = list(builders.items())[:2]
+    out = []
+    for cfg in configs:
+        kwargs = {**cfg.kwargs(img_size), **(overrides or {})}
+        torch.manual_seed(seed)
+        model_a, _ = build_a(cfg.model_name(size), kwargs)
+        model_b, _ = build_b(cfg.model_name(size), kwargs)
+        model_b.load_state_dict(model_a.state_dict())
+        imgs = torch.randn(batch_size, 3, img_size, img_size, generator=torch.Generator().manual_seed(seed))
+        results = []
+        for model in (model_a, model_b):
+            masks = model.sample_masks(imgs, generator=torch.Generator().manual_seed(seed + 1))
+            loss = model(imgs, masks).loss
+            loss.backward()
+            results.append((float(loss.detach()), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+        (la, ga), (lb, gb) = results
+        rel = max(float((ga[n] - gb[n]).abs().max() / ga[n].abs().max().clamp_min(1e-30)) for n in ga)
+        out.append({"size": size, "config": cfg.key, "loss_" + tag_a: la, "loss_" + tag_b: lb,
+                    "same_grad_names": sorted(ga) == sorted(gb), "max_grad_rel_diff": rel})
+    return out

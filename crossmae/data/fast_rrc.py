@@ -8,8 +8,8 @@ JPEG at full size, crops, resizes, and ships float32 tensors. Here, per image:
    torch RNG, so the same seed gives the same boxes);
 2. a JPEG whose crop will be shrunk to ``size`` anyway is decoded at 1/2, 1/4 or 1/8 scale through
    libjpeg's DCT scaling (``Image.draft``), never below ``size`` pixels of crop on either side;
-3. crop + bicubic resize to ``size`` is one PIL ``resize(box=...)`` (with the full-size decode it equals
-   the classic crop-then-resize pixel for pixel), then the flip;
+3. crop + bicubic resize to ``size`` (with the full-size decode, pixel-identical to the classic
+   crop-then-resize), then the flip;
 4. the sample is a uint8 [3, size, size] tensor: 4x fewer bytes through worker queues, pinned memory
    and the host-to-device copy. :func:`normalize_uint8` turns the batch into the model's float input
    on the device.
@@ -95,7 +95,12 @@ def random_resized_crop_file(path: str | Path, size: int = 224, scale=(0.2, 1.0)
         sx, sy = width / im.size[0], height / im.size[1]  # 1 unless draft reduced the decode
         if im.mode != "RGB":
             im = to_rgb8(im, path)  # also decodes; 16-bit scaled, not clipped
-        out = im.resize((size, size), Image.BICUBIC, box=(left / sx, top / sy, (left + w) / sx, (top + h) / sy))
+        # crop to whole pixels around the (scaled) box first, so the filter clamps at the crop's edges as
+        # the classic crop-then-resize does: without a reduced decode the two are pixel-identical
+        x0, y0, x1, y1 = left / sx, top / sy, (left + w) / sx, (top + h) / sy
+        ix0, iy0 = math.floor(x0), math.floor(y0)
+        region = im.crop((ix0, iy0, math.ceil(x1), math.ceil(y1)))
+        out = region.resize((size, size), Image.BICUBIC, box=(x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0))
     if flip and torch.rand(1, generator=generator).item() < 0.5:
         out = out.transpose(Image.FLIP_LEFT_RIGHT)
     return torch.from_numpy(np.array(out)).permute(2, 0, 1).contiguous()  # np.array: a writable copy
