@@ -19,6 +19,7 @@ from .classification.transforms import build_criterion, build_mixup, eval_transf
 from .config import load_config, save_config, to_dict
 from .engine import Trainer, build_adamw, init_distributed, steps_per_epoch, warmup_cosine
 from .engine.logging import setup_logging
+from .engine.results import previous_metrics, rerun_metrics
 from .models.naming import describe_arch
 from .pretrain import resolve_accum_iter
 
@@ -97,11 +98,13 @@ def run(cfg, dataset_fn: Callable | None = None, task: str = "finetune") -> dict
     if dist.is_main:
         save_config(cfg, out_dir / "config.yaml")
     trainer.auto_resume(cfg.resume)
+    trained = trainer.start_epoch < cfg.epochs
     start = time.time()
     final = trainer.fit()
     if not final:  # resumed a finished run: evaluate it once more
         final = evaluator(trainer.module)
-    metrics = {**final, "train_time_s": time.time() - start}
+    # a re-run of a finished run keeps the training time of the run that trained
+    metrics = rerun_metrics(trained, final, previous_metrics(out_dir / "results.json", task), time.time() - start)
     if trainer.best is not None:
         metrics["best_top1"] = trainer.best
     logger.info("%s done: top1 %.2f (best %.2f), top5 %.2f", task, final["top1"], trainer.best or final["top1"],

@@ -22,6 +22,7 @@ from .models.naming import describe_arch
 from .config import load_config, save_config, to_dict
 from .engine import Trainer, init_distributed, steps_per_epoch, warmup_cosine
 from .engine.logging import setup_logging
+from .engine.results import previous_metrics, rerun_metrics
 from .finetune import evaluate_only
 from .pretrain import resolve_accum_iter
 
@@ -80,9 +81,12 @@ def run(cfg) -> dict:
     if dist.is_main:
         save_config(cfg, out_dir / "config.yaml")
     trainer.auto_resume(cfg.resume)
+    trained = trainer.start_epoch < cfg.epochs
     start = time.time()
     final = trainer.fit() or evaluator(model)
-    metrics = {**final, "train_time_s": time.time() - start}
+    # a re-run of a finished run keeps the training time of the run that trained
+    metrics = rerun_metrics(trained, final, previous_metrics(out_dir / "results.json", "linprobe"),
+                            time.time() - start)
     if trainer.best is not None:
         metrics["best_top1"] = trainer.best
     logger.info("linear probe done: top1 %.2f (best %.2f), top5 %.2f", final["top1"], trainer.best or final["top1"],

@@ -24,6 +24,7 @@ from crossmae.config import load_config, save_config, to_dict
 from crossmae.engine import Trainer, init_distributed, load_checkpoint, model_state
 from crossmae.engine.checkpoint import load_model_state
 from crossmae.engine.distributed import barrier
+from crossmae.engine.results import previous_metrics, rerun_metrics
 from crossmae.engine.logging import setup_logging, write_json
 from crossmae.engine.loop import autocast, resolve_precision
 from crossmae.models.naming import describe_model
@@ -179,12 +180,16 @@ def run(cfg) -> dict:
     if dist.is_main:
         save_config(cfg, out_dir / "config.yaml")
     trainer.auto_resume(cfg.resume)
+    trained = trainer.start_epoch < epochs
     start = time.time()
     trainer.fit()
     train_time = time.time() - start
     if not evaluator.last:  # resumed at the end: nothing was evaluated in this process
         evaluator(trainer.module)
-    return _finish(summary, evaluator.last, {"train_time_s": train_time}, out_dir, dist)
+    # a re-run of a finished run keeps the training time of the run that trained
+    extra = rerun_metrics(trained, {}, {k: v for k, v in previous_metrics(out_dir / "results.json", "seg").items()
+                                        if k == "train_time_s"}, train_time)
+    return _finish(summary, evaluator.last, extra, out_dir, dist)
 
 
 def _finish(summary: dict, result: dict, extra: dict, out_dir: Path, dist) -> dict:

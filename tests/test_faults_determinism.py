@@ -67,3 +67,4 @@ def test_same_seed_same_weights_and_a_rerun_keeps_the_metrics(task, tiny_checkpo
     run_task(task, outs[0], tiny_checkpoint, tmp_path)  # finished: nothing to train, results kept
     again = json.loads((outs[0] / "results.json").read_text())["metrics"]
     assert again[METRIC[task]] == pytest.approx(first[METRIC[task]])
+    assert again["train_time_s"] == first["train_time_s"]  # of the run that trained, not of the re-run
