@@ -10,7 +10,9 @@ lying entirely outside their image (by its ``width``/``height``) and annotations
 mask are skipped, and the counts are logged. Every listed image is checked against the disk when the
 dataset is built: by default a missing one is an error listing the first few (evaluation must see
 every annotated image, or AP would silently drop); the training set skips them with a count and a
-warning (``missing_images="skip"``). Images are decoded by :func:`crossmae.data.image.load_rgb`.
+warning (``missing_images="skip"``). Images are decoded by :func:`crossmae.data.image.load_rgb`; an
+unreadable one stops evaluation naming the file, and is skipped (logged, counted) in training
+(``skip_unreadable``), as the other datasets of the toolkit do.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import contextlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import random
 from pathlib import Path
@@ -36,6 +39,10 @@ logger = logging.getLogger("crossmae")
 
 class AnnotationError(ValueError):
     pass
+
+
+class UnreadableImageFileError(OSError):
+    """An image listed in the annotation file that cannot be decoded (training skips it, evaluation stops)."""
 
 
 def load_coco(ann_file: str | Path) -> COCO:
@@ -105,7 +112,8 @@ class CocoInstances(torch.utils.data.Dataset):
     """
 
     def __init__(self, image_dir: str | Path, ann_file: str | Path, transform=None, with_masks: bool = True,
-                 filter_empty: bool = False, with_targets: bool = True, missing_images: str = "error"):
+                 filter_empty: bool = False, with_targets: bool = True, missing_images: str = "error",
+                 skip_unreadable: bool = False):
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image directory not found: {self.image_dir}")
@@ -118,6 +126,8 @@ class CocoInstances(torch.utils.data.Dataset):
         self.label_of = {c: i + 1 for i, c in enumerate(self.cat_ids)}  # 0 is background
         self.num_classes = len(self.cat_ids)
         self.skipped = {"crowd": 0, "degenerate_box": 0, "box_outside_image": 0, "no_mask": 0}
+        self.skip_unreadable = skip_unreadable
+        self._unreadable = multiprocessing.get_context("spawn").Value("i", 0)  # shared by the loader's workers
         on_disk = self._on_disk(missing_images)
         self.anns: dict[int, list[dict]] = {}
         for img_id in sorted(self.coco.imgs):
@@ -175,7 +185,7 @@ class CocoInstances(torch.utils.data.Dataset):
         try:
             img = pil_to_tensor(load_rgb(path))
         except UNREADABLE as e:
-            raise OSError(f"cannot read image {path} (image_id {img_id}): {e}") from e
+            raise UnreadableImageFileError(f"unreadable image {path} (image_id {img_id}): {e}") from e
         if tuple(img.shape[1:]) != (info["height"], info["width"]):
             raise AnnotationError(f"{path} is {img.shape[2]}x{img.shape[1]} but {self.ann_file} says "
                                   f"{info['width']}x{info['height']}")
@@ -196,9 +206,24 @@ class CocoInstances(torch.utils.data.Dataset):
             target["masks"] = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.uint8)
         return target
 
+    def num_skipped(self) -> int:
+        """Unreadable images skipped so far (training); the loop logs it as ``skipped_images``."""
+        return int(self._unreadable.value)
+
     def __getitem__(self, index: int):
-        img_id = self.ids[index]
-        img = self.load_image(img_id)
+        for attempt in range(10 if self.skip_unreadable else 1):
+            img_id = self.ids[(index + attempt) % len(self.ids)]
+            try:
+                img = self.load_image(img_id)
+                break
+            except UnreadableImageFileError as e:
+                if not self.skip_unreadable:
+                    raise
+                with self._unreadable.get_lock():
+                    self._unreadable.value += 1
+                logger.warning("skipping %s", e)
+        else:
+            raise OSError(f"10 unreadable images in a row from index {index} in {self.image_dir}")
         target = self.target(img_id) if self.with_targets else {"image_id": img_id}
         if self.transform is not None:
             img, target = self.transform(img, target)

@@ -96,3 +96,13 @@ def test_training_with_broken_coco_fails_or_skips_before_training(coco_copy, tin
     err = capsys.readouterr().err.strip().splitlines()
     assert "error: 1 of 4 images listed in" in err[-1] and "000001.png" in err[-1]
     assert not (tmp_path / "o" / "checkpoint.pth").exists()
+
+
+def test_unreadable_image_is_skipped_and_counted_in_training_and_stops_evaluation(coco_copy, caplog):
+    (coco_copy / "train2017" / "000000.png").write_bytes(b"")  # zero bytes: on disk, not decodable
+    ann = coco_copy / "annotations" / "instances_train2017.json"
+    train = CocoInstances(coco_copy / "train2017", ann, skip_unreadable=True)
+    img, target = train[0]
+    assert train.num_skipped() == 1 and target["image_id"] == train.ids[1] and "000000.png" in caplog.text
+    with pytest.raises(OSError, match=r"unreadable image .*000000\.png \(image_id 1\)"):
+        CocoInstances(coco_copy / "train2017", ann)[0]
