@@ -135,7 +135,7 @@ def _list_files(model_id: str, hub: dict) -> list[str]:
         root = Path(model_id)
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     from huggingface_hub.utils import LocalEntryNotFoundError, RepositoryNotFoundError
-    if offline() or hub.get("local_files_only"):
+    if hub.get("local_files_only"):
         from huggingface_hub import constants, snapshot_download
         try:
             folder = Path(snapshot_download(repo_id=model_id, revision=hub.get("revision"),
@@ -173,9 +173,11 @@ def load(model_id: str | os.PathLike, *, want: type | None = None, filename: str
     ``want``: CrossMAE / MAE (must be what the repo holds), MaskedViTEncoder (the encoder of whatever it
     holds) or None (whatever it holds). ``filename``: one checkpoint file of the repo, loaded through the
     release-format mapping (default: our config.json + model.safetensors, else the repo's only .pth)."""
+    from huggingface_hub import constants
     model_id = str(model_id)
-    hub = dict(revision=revision, cache_dir=cache_dir, force_download=force_download,
-               local_files_only=local_files_only, token=token)
+    # the cache and offline mode made explicit: some huggingface_hub versions read them once, at import
+    hub = dict(revision=revision, cache_dir=str(cache_dir or constants.HF_HUB_CACHE), force_download=force_download,
+               local_files_only=local_files_only or offline(), token=token)
     if not os.path.isdir(model_id) and (os.path.exists(model_id) or model_id.startswith((".", "/", "~"))
                                         or model_id.count("/") > 1):
         raise FileNotFoundError(f"{model_id} is neither a directory nor a Hub repo id (org/name); a single "
