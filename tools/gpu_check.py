@@ -1,0 +1,395 @@
+#!/usr/bin/env python
+"""One-command GPU acceptance (about 10 minutes on one GPU): writes gpu_check.json and gpu_check.md.
+
+    python tools/gpu_check.py --output-dir output/gpu_check
+    python tools/gpu_check.py --sections step sdpa --sizes base      # a subset
+
+Sections (each reports ok / failed / skipped with its reason; a failure does not stop the others):
+  environment  torch / CUDA / GPU / optional packages
+  step         bf16 training step (forward + backward + fused AdamW) of ViT-B and ViT-L, CrossMAE g0.25 and
+               g0.75 (decoder depth 12) and MAE (depth 8): images/s, MFU, peak memory; torch.compile on and
+               off (compile for --compile-sizes only, to stay within the time budget)
+  sdpa         which scaled_dot_product_attention kernels actually ran in a training step (fails on the
+               math fallback)
+  flash_attn   attention=flash (the flash-attn package) vs SDPA on the same weights and masks, if installed
+  loader       images/s of the fast CPU pipeline with --workers DataLoader workers, and of device decode
+               (batched decode_jpeg on the GPU), against the model's images/s: is the GPU starved?
+  tasks        tiny pretraining, fine-tuning, detection and segmentation runs on CUDA through their
+               normal entry points (demo configs, a few iterations)
+  ddp          two-process pretraining over NCCL (torchrun), when there are >= 2 GPUs
+
+MFU convention: 3 x the forward FLOPs of the step as the model runs it (2 FLOPs per multiply-add; only
+the visible tokens in the encoder and the predicted queries in the CrossMAE decoder; attention matmuls
+included) x images/s, over the GPU's dense bf16 peak (crossmae/analysis/benchmark.py PEAK_BF16_TFLOPS).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+import torch  # noqa: E402
+
+SECTIONS = ("environment", "step", "sdpa", "flash_attn", "loader", "tasks", "ddp")
+
+# SDPA kernels as they appear as aten ops in the profiler; the math fallback is what we must not see
+FUSED_SDPA = {"_scaled_dot_product_flash_attention": "flash", "_scaled_dot_product_efficient_attention": "efficient",
+              "_scaled_dot_product_cudnn_attention": "cudnn", "_scaled_dot_product_flash_attention_for_cpu": "cpu-flash",
+              "_scaled_dot_product_fused_attention_overrideable": "fused-overrideable"}
+MATH_SDPA = "_scaled_dot_product_attention_math"
+
+
+class Skip(Exception):
+    """A section that cannot run here; its message is the reason written in the report."""
+
+
+def need_cuda(min_gpus: int = 1) -> None:
+    if not torch.cuda.is_available():
+        raise Skip("no CUDA device")
+    if torch.cuda.device_count() < min_gpus:
+        raise Skip(f"needs >= {min_gpus} GPUs, found {torch.cuda.device_count()}")
+
+
+# ---------------------------------------------------------------------------------------------- sections
+def environment(args) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cuda_available": torch.cuda.is_available(),
+            "cpu_count": os.cpu_count()}
+    import torchvision
+    info["torchvision"] = torchvision.__version__
+    if torch.cuda.is_available():
+        from crossmae.analysis.benchmark import peak_tflops
+        name = torch.cuda.get_device_name(0)
+        info.update(gpu=name, gpu_count=torch.cuda.device_count(), cuda=torch.version.cuda,
+                    bf16=torch.cuda.is_bf16_supported(), peak_bf16_tflops=args.peak_tflops or peak_tflops(name),
+                    memory_gb=torch.cuda.get_device_properties(0).total_memory / 2 ** 30)
+    for pkg in ("flash_attn", "timm"):
+        try:
+            info[pkg] = __import__(pkg).__version__
+        except ImportError:
+            info[pkg] = None
+    return {"data": info}
+
+
+def step(args) -> dict:
+    need_cuda()
+    from crossmae.analysis import benchmark as B
+    configs = B.parse_configs(args.configs)
+    counted = B.count_all(args.sizes, configs)
+    peak = args.peak_tflops or B.peak_tflops(torch.cuda.get_device_name(0))
+    rows = []
+    for size in args.sizes:
+        for compile in (False, True) if size in args.compile_sizes else (False,):
+            timed = B.time_configs(size, configs, args.batch_size, args.repeats, warmup=2, steps_per_repeat=5,
+                                   device="cuda", precision="bf16", compile=compile, progress=False)
+            B.add_mfu(timed, counted, peak)
+            rows += timed
+    for r in rows:  # the per-repeat lists are for paired ratios, not for the report
+        r.pop("step_s_all", None)
+        r.pop("cpu_s_all", None)
+    return {"data": {"peak_bf16_tflops": peak, "rows": rows},
+            "table": [{"size": r["size"], "config": r["label"], "compile": r["compile"], "fused AdamW": r["fused_adamw"],
+                       "img/s": _f(r.get("images_per_s"), 0), "MFU": _pct(r.get("mfu")),
+                       "TFLOP/s": _f(r.get("achieved_tflops"), 1), "peak mem GB": _f(_gb(r.get("peak_memory_mb")), 1),
+                       "OOM": r["oom"]} for r in rows]}
+
+
+def sdpa_kernels(fn) -> dict[str, int]:
+    """aten SDPA kernels called while running ``fn()`` (profiler op names -> counts)."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof:
+        fn()
+    names = {}
+    for e in prof.events():
+        short = e.name.split("::")[-1]
+        if short in FUSED_SDPA or short == MATH_SDPA:
+            names[short] = names.get(short, 0) + 1
+    return names
+
+
+def training_step_fn(model, imgs, precision: str):
+    from crossmae.engine.loop import autocast
+
+    def run():
+        with autocast(precision, imgs.device):
+            loss = model(imgs).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    return run
+
+
+def classify_sdpa(kernels: dict[str, int]) -> tuple[bool, list[str]]:
+    """(only fused kernels ran, the backends that ran)."""
+    used = sorted({FUSED_SDPA.get(k, "math") for k in kernels})
+    return bool(kernels) and MATH_SDPA not in kernels, used
+
+
+def sdpa(args) -> dict:
+    need_cuda()
+    from crossmae.models import build_model
+    rows, ok = [], True
+    for name in ("crossmae_vit_base_patch16", "mae_vit_base_patch16"):
+        model = build_model(name, pred_ratio=0.25) if name.startswith("crossmae") else build_model(name)
+        model = model.cuda().train()
+        imgs = torch.randn(8, 3, 224, 224, device="cuda")
+        kernels = sdpa_kernels(training_step_fn(model, imgs, "bf16"))
+        fused, used = classify_sdpa(kernels)
+        ok &= fused
+        rows.append({"model": name, "backends": ", ".join(used), "kernels": kernels, "fused only": fused})
+        del model
+    out = {"data": rows, "table": [{k: v for k, v in r.items() if k != "kernels"} for r in rows]}
+    if not ok:
+        out["error"] = "the math SDPA fallback ran (see backends): attention is not using a fused kernel"
+    return out
+
+
+def flash_attn(args) -> dict:
+    need_cuda()
+    try:
+        import flash_attn as _  # noqa: F401
+    except ImportError:
+        raise Skip("flash-attn is not installed (optional extra)") from None
+    from crossmae.models import build_model
+    from crossmae.models.blocks import set_backend
+    torch.manual_seed(0)
+    model = build_model("crossmae_vit_base_patch16", pred_ratio=0.25).cuda().eval()
+    imgs = torch.randn(4, 3, 224, 224, device="cuda")
+    masks = model.sample_masks(imgs, generator=torch.Generator("cuda").manual_seed(0))
+    out = {}
+    try:
+        for backend in ("sdpa", "flash"):
+            set_backend(backend)
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                out[backend] = model(imgs, masks).pred.float()
+    finally:
+        set_backend(args.attention)
+    diff = float((out["sdpa"] - out["flash"]).abs().max() / out["sdpa"].abs().max())
+    res = {"data": {"max_rel_diff_pred": diff}, "table": [{"max |flash - sdpa| / max |sdpa|": f"{diff:.2e}"}]}
+    if diff > 2e-2:  # bf16 kernels differ in accumulation order; a wrong layout differs by O(1)
+        res["error"] = f"flash-attn and SDPA predictions differ by {diff:.3f} (relative)"
+    return res
+
+
+def loader(args) -> dict:
+    from torch.utils.data import DataLoader
+
+    from crossmae.data.fast_rrc import FastPretrainFolder
+    bench_data = _load_tool("bench_data")
+    root = bench_data.make_jpeg_set(Path(args.output_dir) / "jpegs", args.loader_images)
+    rows = []
+
+    def measure(name, ds, collate=None, on_device=None):
+        dl = DataLoader(ds, batch_size=args.loader_batch, shuffle=True, num_workers=args.workers,
+                        pin_memory=torch.cuda.is_available(), collate_fn=collate, drop_last=False,
+                        persistent_workers=False)
+        n, t0 = 0, None
+        for epoch in range(2):  # the first epoch starts the workers and warms the caches
+            if epoch == 1:
+                _sync()
+                t0 = time.perf_counter()
+            for batch in dl:
+                x = on_device(batch) if on_device else batch[0].to("cuda" if torch.cuda.is_available() else "cpu",
+                                                                    non_blocking=True)
+                if epoch == 1:
+                    n += x.shape[0]
+        _sync()
+        ips = n / (time.perf_counter() - t0)
+        rows.append({"pipeline": name, "workers": args.workers, "img/s": round(ips, 1),
+                     "img/s per worker": round(ips / max(args.workers, 1), 1)})
+
+    measure("fast (CPU workers, uint8)", FastPretrainFolder(root, 224, 0.2))
+    reason = None
+    if torch.cuda.is_available():
+        from crossmae.data.fast_device import EncodedCropFolder, collate_encoded, decode_crops
+        measure("device decode (nvJPEG)", EncodedCropFolder(root, 224, 0.2), collate_encoded,
+                lambda b: decode_crops(b[0], b[1], b[2], b[3], 224, "cuda")[0])
+    else:
+        reason = "device decode skipped: no CUDA device"
+    model_ips = _model_ips(args)
+    for r in rows:
+        if model_ips:
+            r["model img/s (ViT-B g0.25 bf16)"] = round(model_ips, 1)
+            r["keeps up"] = r["img/s"] >= model_ips
+    out = {"data": {"rows": rows, "model_images_per_s": model_ips, "images": args.loader_images}, "table": rows}
+    if reason:
+        out["note"] = reason
+    return out
+
+
+def tasks(args) -> dict:
+    need_cuda()
+    out_dir = Path(args.output_dir) / "tasks"
+    ckpt = out_dir / "pretrain" / "checkpoint.pth"
+    runs = [
+        ("pretrain", [sys.executable, "-m", "crossmae.cli", "pretrain", "--config", "configs/pretrain/demo.yaml",
+                      f"output_dir={out_dir / 'pretrain'}", "epochs=1", "device=cuda", "num_vis=0"]),
+        ("finetune", [sys.executable, "-m", "crossmae.cli", "finetune", "--config", "configs/finetune/demo.yaml",
+                      f"pretrained={ckpt}", f"output_dir={out_dir / 'finetune'}", "epochs=1", "device=cuda"]),
+        ("det", [sys.executable, "-m", "det.train", "--config", "configs/det/tiny_cpu.yaml", f"pretrained={ckpt}",
+                 f"output_dir={out_dir / 'det'}", "epochs=1", "eval_every=1", "device=cuda"]),
+        ("seg", [sys.executable, "-m", "seg.train", "--config", "configs/seg/demo.yaml", f"pretrained={ckpt}",
+                 f"output_dir={out_dir / 'seg'}", "max_iters=20", "iters_per_epoch=10", "eval_every=2",
+                 "device=cuda"]),
+    ]
+    return _run_commands(runs, out_dir, args.task_timeout)
+
+
+def ddp(args) -> dict:
+    need_cuda(min_gpus=2)
+    out_dir = Path(args.output_dir) / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "crossmae.cli",
+           "pretrain", "--config", "configs/pretrain/demo.yaml", f"output_dir={out_dir / 'pretrain'}", "epochs=1",
+           "device=cuda", "num_vis=0"]
+    return _run_commands([("pretrain x2 (NCCL)", cmd)], out_dir, args.task_timeout)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _run_commands(runs, out_dir: Path, timeout: float) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, failed = [], []
+    for name, cmd in runs:
+        log = out_dir / f"{name.split()[0]}.log"
+        t0 = time.time()
+        try:
+            with open(log, "w") as fh:
+                rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        rows.append({"run": name, "exit": rc, "seconds": round(time.time() - t0, 1), "log": str(log)})
+        if rc != 0:
+            failed.append(f"{name} (exit {rc}; last lines of {log}: {_tail(log)})")
+    res = {"data": rows, "table": rows}
+    if failed:
+        res["error"] = "; ".join(failed)
+    return res
+
+
+def _tail(path: Path, n: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _model_ips(args) -> float | None:
+    step_rows = RESULTS.get("step", {}).get("data", {}).get("rows", [])
+    rows = [r for r in step_rows if r["size"] == "base" and r["config"] == "cross0.25-d12" and "images_per_s" in r]
+    return max((r["images_per_s"] for r in rows), default=None)
+
+
+def _load_tool(name: str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _f(v, digits):
+    return None if v is None else round(v, digits)
+
+
+def _gb(mb):
+    return None if mb is None else mb / 1024
+
+
+def _pct(v):
+    return None if v is None else f"{100 * v:.1f}%"
+
+
+RESULTS: dict[str, dict] = {}
+
+
+def run_section(name: str, fn, args) -> dict:
+    t0 = time.time()
+    try:
+        res = fn(args)
+        status = "failed" if res.get("error") else "ok"
+    except Skip as e:
+        res, status = {"reason": str(e)}, "skipped"
+    except Exception as e:  # a broken section is reported, and the others still run
+        res, status = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}, "failed"
+    res.update(status=status, seconds=round(time.time() - t0, 1))
+    RESULTS[name] = res
+    return res
+
+
+def markdown(report: dict) -> str:
+    from crossmae.analysis.tables import markdown_table
+    env = report["sections"].get("environment", {}).get("data", {})
+    lines = ["# GPU acceptance report", "",
+             f"{env.get('gpu', 'no GPU')}, torch {env.get('torch')}, {report['started']} UTC, "
+             f"{report['seconds']:.0f} s in total", "",
+             "MFU: 3 x forward FLOPs as run (2 FLOPs per multiply-add, masked tokens excluded, attention "
+             "included) x images/s / dense bf16 peak.", ""]
+    lines.append(markdown_table(["section", "status", "seconds", "reason / error"],
+                                [[k, v["status"], v["seconds"], v.get("reason") or v.get("error") or v.get("note")]
+                                 for k, v in report["sections"].items()]))
+    for name, sec in report["sections"].items():
+        table = sec.get("table")
+        if not table:
+            continue
+        cols = list(dict.fromkeys(k for row in table for k in row))
+        lines += ["", f"## {name}", "", markdown_table(cols, [[row.get(c) for c in cols] for row in table])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    from crossmae.analysis import benchmark as B
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output-dir", default="output/gpu_check")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--sizes", nargs="+", choices=list(B.SIZES), default=["base", "large"])
+    p.add_argument("--compile-sizes", nargs="*", choices=list(B.SIZES), default=["base"],
+                   help="sizes also timed with torch.compile (compiling costs ~1 min per model)")
+    p.add_argument("--configs", nargs="+", default=list(B.PAPER_CONFIGS))
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak (default: by GPU name)")
+    p.add_argument("--attention", default="sdpa", choices=["sdpa", "flash"])
+    p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="loader worker processes")
+    p.add_argument("--loader-images", type=int, default=1024)
+    p.add_argument("--loader-batch", type=int, default=128)
+    p.add_argument("--task-timeout", type=float, default=240, help="seconds per tiny task run")
+    args = p.parse_args(argv)
+    if args.batch_size < 1 or args.repeats < 1 or args.loader_images < 1 or args.workers < 0:
+        p.error("--batch-size, --repeats and --loader-images must be >= 1, --workers >= 0")
+    try:
+        B.parse_configs(args.configs)
+    except ValueError as e:
+        p.error(str(e))
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    RESULTS.clear()
+    t0 = time.time()
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    fns = {"environment": environment, "step": step, "sdpa": sdpa, "flash_attn": flash_attn, "loader": loader,
+           "tasks": tasks, "ddp": ddp}
+    for name in SECTIONS:  # fixed order: the loader compares against the step's images/s
+        if name in args.sections:
+            res = run_section(name, fns[name], args)
+            print(f"{name}: {res['status']} ({res['seconds']} s)"
+                  + (f": {res.get('reason') or res.get('error')}" if res["status"] != "ok" else ""), flush=True)
+    report = {"started": started, "seconds": time.time() - t0, "args": vars(args), "sections": dict(RESULTS)}
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "gpu_check.md").write_text(markdown(report))
+    print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
+    return 1 if any(s["status"] == "failed" for s in RESULTS.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
