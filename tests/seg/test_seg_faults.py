@@ -73,3 +73,15 @@ def test_16bit_image_is_scaled_not_clipped(tmp_path):
     Image.fromarray(img).save(tmp_path / "images" / "training" / "ADE_train_00000000.png")
     rgb, _ = ADE20KDataset(tmp_path, "training", label_values_cache=tmp_path / "c.json")[0]
     assert (rgb.numpy() == 255).mean() < 0.01 and int(rgb.max()) == 255
+
+
+def test_unreadable_image_is_skipped_in_training_and_stops_evaluation(tmp_path, caplog):
+    write_split(tmp_path, n=4)
+    (tmp_path / "images" / "training" / "ADE_train_00000000.jpg").write_bytes(b"")
+    kw = dict(check_sizes=False, label_values_cache=tmp_path / "c.json")
+    train = ADE20KDataset(tmp_path, "training", skip_unreadable=True, **kw)
+    _, label = train[0]
+    assert train.num_skipped() == 1 and int(label.max()) == 1  # the next pair (raw 2 -> class 1)
+    assert "ADE_train_00000000.jpg" in caplog.text
+    with pytest.raises(OSError, match="ADE_train_00000000.jpg"):
+        ADE20KDataset(tmp_path, "training", **kw)[0]
