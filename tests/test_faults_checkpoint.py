@@ -87,7 +87,7 @@ def test_resume_from_another_image_size_is_one_message(tmp_path):
     assert "\n" not in msg and len(msg) < 700, msg
     assert "checkpoint.pth does not fit this model" in msg
     assert "pos_embed (1, 65, 64) vs (1, 145, 64)" in msg  # cls + 8x8 patches in the file, cls + 12x12 in the model
-    assert "{'img_size': 32}" in msg and "config it was trained with" in msg
+    assert "The file was written for model img_size=32." in msg and "config it was trained with" in msg
 
 
 def test_load_model_state_lists_missing_and_foreign_keys(tmp_path):

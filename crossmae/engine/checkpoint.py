@@ -221,9 +221,14 @@ def load_model_state(module: torch.nn.Module, ckpt: dict, path: str | os.PathLik
     module.load_state_dict(state)
 
 
-def _short(obj, limit: int = 160) -> str:
-    text = str(dict(obj)) if isinstance(obj, dict) else str(obj)
-    return text if len(text) <= limit else text[:limit] + "...}"
+def _short(obj, limit: int = 200) -> str:
+    """A model config in a few words: the fields that decide tensor shapes first."""
+    if not isinstance(obj, dict):
+        return str(obj)[:limit]
+    first = ("name", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "arch")
+    items = [(k, obj[k]) for k in first if k in obj] + [(k, v) for k, v in obj.items() if k not in first]
+    text = ", ".join(f"{k}={v}" for k, v in items)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -32,8 +32,8 @@ from .rundir import lock_run_dir
 
 logger = logging.getLogger("crossmae")
 
-RESUME_HINT = ("Resume it with the config it was trained with (config.yaml beside it), give this run a new "
-               "output_dir, or pass it as pretrained weights instead of resume.")
+RESUME_HINT = ("Resume it with the config it was trained with (config.yaml beside it), or start this run "
+               "afresh: a new output_dir and no resume=.")
 
 LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict]"]
 
