@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from crossmae.analysis import collect as C  # noqa: E402
+from crossmae.cli import report_errors  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -22,6 +23,11 @@ def main(argv=None) -> int:
     p.add_argument("--references", default=str(C.REFERENCE_FILE), help="YAML of published numbers")
     p.add_argument("--no-curves", action="store_true")
     args = p.parse_args(argv)
+    # a missing --references file, or an output dir that cannot be written: one line, not a traceback
+    return report_errors("collect", run, args)
+
+
+def run(args) -> None:
     tables, rows, problems = C.collect(args.roots, args.references)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -39,7 +45,6 @@ def main(argv=None) -> int:
             print(f"wrote {curves_figure(series, out / 'curves.png')} ({len(series)} runs)")
         else:
             print("no training logs found: no curves")
-    return 0
 
 
 def _label(run: Path, roots: list[str]) -> str:

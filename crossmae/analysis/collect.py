@@ -344,7 +344,10 @@ def build_rows(found: list[tuple[Path, dict]], problems: list[Problem]) -> tuple
 
 # ------------------------------------------------------------------ references
 def load_references(path: str | Path = REFERENCE_FILE) -> dict:
-    data = yaml.safe_load(Path(path).read_text())
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not readable YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise ValueError(f"{path}: expected a mapping with a 'results' list")
     return data

@@ -55,3 +55,14 @@ def test_results_cut_mid_write_every_byte(tmp_path, capsys):
     tool = load_tool("collect")
     assert tool.main([str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--no-curves"]) == 0
     assert "0 pretrained checkpoints, 1 problems" in capsys.readouterr().out
+
+
+def test_collect_cli_bad_references_is_one_line(tmp_path, capsys):
+    tool = load_tool("collect")
+    _pretrain_run(tmp_path / "runs")
+    bad = tmp_path / "refs.yaml"
+    bad.write_text("results: [\n")
+    for refs in (tmp_path / "missing.yaml", bad):
+        assert tool.main([str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--references", str(refs)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("collect: error: ") and str(refs) in err[0], err
