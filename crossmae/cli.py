@@ -41,7 +41,8 @@ def os_error_message(e: OSError) -> str:
 def report_errors(prog: str, fn, *args, **kwargs) -> int:
     """Run ``fn``; a user error becomes ``<prog>: error: <message>`` on stderr and exit code 2; an
     error of the machine (full disk, read-only or forbidden output dir) ``<prog>: error: <path>:
-    <cause>; <what to do>`` and exit code 1. Anything else is a bug and keeps its traceback."""
+    <cause>; <what to do>`` and exit code 1, as does a diverged loss. Anything else is a bug and keeps
+    its traceback."""
     try:
         fn(*args, **kwargs)
     except USER_ERRORS as e:  # FileNotFoundError (an OSError) is bad input: listed here first
@@ -49,6 +50,9 @@ def report_errors(prog: str, fn, *args, **kwargs) -> int:
         return 2
     except OSError as e:
         print(f"{prog}: error: {os_error_message(e)}", file=sys.stderr)
+        return 1
+    except FloatingPointError as e:  # the loss diverged (crossmae.engine.loop.check_finite): says what to try
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     return 0
 

@@ -10,6 +10,7 @@ the model (and by :data:`CHECKS` for the names it shares).
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ class Check:
             return False
         if self.integer and not float(v).is_integer():
             return False
-        if v != v:  # NaN
+        if not math.isfinite(v):  # nan / inf parse as floats; no field takes them
             return False
         if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
             return False

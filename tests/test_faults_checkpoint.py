@@ -188,3 +188,14 @@ def test_save_config_is_atomic(tmp_path, monkeypatch):
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
     assert path.read_text() == before and OmegaConf.load(path).epochs == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_directory_as_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="is a directory; expected a checkpoint file in it"):
+        load_checkpoint(tmp_path)
+
+
+def test_diverged_loss_is_one_line(capsys):
+    from crossmae.engine.loop import check_finite
+    assert report_errors("crossmae pretrain", check_finite, float("nan"), 12) == 1
+    assert capsys.readouterr().err.startswith("crossmae pretrain: error: loss is nan at step 12; stopping")

@@ -141,6 +141,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load without executing code from the file. ``.safetensors`` files give ``{"model": tensors}``.
     Anything that is not a readable checkpoint is one :class:`CheckpointError` saying what the file is."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; expected a checkpoint file in it (e.g. {path}/checkpoint.pth)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
