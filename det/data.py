@@ -32,7 +32,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torchvision.transforms.functional import pil_to_tensor
 
-from crossmae.data.image import UNREADABLE, load_rgb
+from crossmae.data.image import UNREADABLE, ImageReadError, load_rgb
 
 logger = logging.getLogger("crossmae")
 
@@ -41,8 +41,6 @@ class AnnotationError(ValueError):
     pass
 
 
-class UnreadableImageFileError(OSError):
-    """An image listed in the annotation file that cannot be decoded (training skips it, evaluation stops)."""
 
 
 def load_coco(ann_file: str | Path) -> COCO:
@@ -185,7 +183,7 @@ class CocoInstances(torch.utils.data.Dataset):
         try:
             img = pil_to_tensor(load_rgb(path))
         except UNREADABLE as e:
-            raise UnreadableImageFileError(f"unreadable image {path} (image_id {img_id}): {e}") from e
+            raise ImageReadError(path, e, f"(image_id {img_id})") from e
         if tuple(img.shape[1:]) != (info["height"], info["width"]):
             raise AnnotationError(f"{path} is {img.shape[2]}x{img.shape[1]} but {self.ann_file} says "
                                   f"{info['width']}x{info['height']}")
@@ -216,7 +214,7 @@ class CocoInstances(torch.utils.data.Dataset):
             try:
                 img = self.load_image(img_id)
                 break
-            except UnreadableImageFileError as e:
+            except ImageReadError as e:
                 if not self.skip_unreadable:
                     raise
                 with self._unreadable.get_lock():

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from crossmae.data.image import UNREADABLE, load_rgb
+from crossmae.data.image import UNREADABLE, ImageReadError, load_rgb
 
 from .transforms import IGNORE_INDEX
 
@@ -229,8 +229,10 @@ class ADE20KDataset(Dataset):
                 img, label = self.load(i)
                 break
             except UNREADABLE as e:
-                if not self.skip_unreadable or isinstance(e, SegDataError):  # bad labels are errors, not skips
+                if isinstance(e, SegDataError):  # bad labels are errors, not skips
                     raise
+                if not self.skip_unreadable:
+                    raise ImageReadError(" / ".join(map(str, self.pairs[i])), e) from e
                 with self._unreadable.get_lock():
                     self._unreadable.value += 1
                 logger.warning("skipping unreadable pair %s / %s (%s: %s)", *self.pairs[i], type(e).__name__, e)

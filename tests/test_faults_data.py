@@ -123,3 +123,26 @@ def test_pretraining_is_deterministic_and_a_rerun_keeps_its_results(tmp_path):
     assert cli(["pretrain", f"data.path={data}", f"output_dir={runs[0]}", *TINY]) == 0
     again = json.loads((runs[0] / "results.json").read_text())["metrics"]
     assert again["fixed_mask_loss"] == pytest.approx(first["fixed_mask_loss"])
+
+
+def test_an_evaluation_set_refuses_an_unreadable_image_instead_of_substituting_one(tmp_path, capsys):
+    from crossmae.data.image import ImageReadError
+    image_folder(tmp_path)
+    (tmp_path / "b" / "1.png").write_bytes(b"")
+    ds = SafeImageFolder(tmp_path)
+    ds.skip_unreadable = False
+    bad = [i for i, (p, _) in enumerate(ds.samples) if p.endswith("b/1.png")][0]
+    with pytest.raises(ImageReadError, match=r"unreadable image .*b/1\.png"):
+        ds[bad]
+    # a fine-tuning run whose val split holds it stops at its evaluation with one line (exit 2)
+    data = tmp_path / "cls"
+    image_folder(data / "train")
+    image_folder(data / "val")
+    (data / "val" / "a" / "2.png").write_bytes(b"")
+    cli(["pretrain", f"data.path={data / 'train'}", f"output_dir={tmp_path / 'pre'}", *TINY])
+    args = ["finetune", f"pretrained={tmp_path / 'pre' / 'checkpoint.pth'}", f"data.path={data}", "data.nb_classes=2",
+            "data.num_workers=0", "batch_size=4", "epochs=1", "optim.warmup_epochs=0", "device=cpu",
+            f"output_dir={tmp_path / 'ft'}"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: unreadable image" in err[-1] and "val/a/2.png" in err[-1]

@@ -66,6 +66,8 @@ def build_datasets(cfg, out_dir: Path, is_main: bool, train_tf, eval_tf, dataset
     if not cfg.data.path:
         raise ValueError("data.path is empty: give the dataset root (e.g. data.path=/data/imagenet) or 'demo'")
     val = dataset_fn(cfg.data, "val", eval_tf)
+    if hasattr(val, "skip_unreadable"):  # evaluation: an unreadable image is an error, never a substitute
+        val.skip_unreadable = False
     check_classes(val, cfg.data.nb_classes, f"{dataset_name(cfg.data)} val")
     train = None
     if need_train:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets, transforms
 
-from .image import UNREADABLE, load_rgb
+from .image import UNREADABLE, ImageReadError, load_rgb
 
 logger = logging.getLogger("crossmae")
 
@@ -46,9 +46,11 @@ class SkipsUnreadable:
     replaced by the next readable one, so a corrupt file cannot stop a multi-day run. ``num_skipped()``
     counts them (shared across DataLoader workers). The class sets ``loader`` (normally
     :func:`crossmae.data.image.load_rgb`), ``transform``/``target_transform`` and calls ``_init_skips()``;
-    ``sample_list()`` names its samples."""
+    ``sample_list()`` names its samples. ``skip_unreadable = False`` (evaluation sets, where a substitute
+    would change the score) makes an unreadable image an :class:`ImageReadError` naming it instead."""
 
     max_retries = 10
+    skip_unreadable = True
 
     def _init_skips(self) -> None:
         self._skipped = multiprocessing.get_context("spawn").Value("i", 0)
@@ -64,6 +66,8 @@ class SkipsUnreadable:
         try:
             return self.loader(path)  # decodes fully, so broken files fail here
         except UNREADABLE as e:
+            if not self.skip_unreadable:
+                raise ImageReadError(path, e) from e
             if count:
                 with self._skipped.get_lock():
                     self._skipped.value += 1

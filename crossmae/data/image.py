@@ -36,6 +36,15 @@ class UnreadableImageError(OSError):
     """An image that decodes but is refused by the policy above (too large, unsupported depth)."""
 
 
+class ImageReadError(ValueError):
+    """An image that must be read (e.g. by an evaluation, where a substitute would change the score) and
+    cannot be: bad input, reported as ``<prog>: error: unreadable image <path> (...)`` with exit code 2."""
+
+    def __init__(self, path, cause: BaseException, what: str = ""):
+        super().__init__(f"unreadable image {path}{' ' + what if what else ''} ({type(cause).__name__}: {cause})")
+        self.path = str(path)
+
+
 def default_max_pixels() -> int | None:
     """``CROSSMAE_MAX_IMAGE_PIXELS`` if set, else PIL's current ``Image.MAX_IMAGE_PIXELS`` (None: no limit)."""
     value = os.environ.get(MAX_PIXELS_ENV, "")

@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 
+from crossmae.data.image import ImageReadError
 from crossmae.engine import load_checkpoint
 from det.data import CocoInstances
 from det.synthetic import make_split
@@ -104,5 +105,5 @@ def test_unreadable_image_is_skipped_and_counted_in_training_and_stops_evaluatio
     train = CocoInstances(coco_copy / "train2017", ann, skip_unreadable=True)
     img, target = train[0]
     assert train.num_skipped() == 1 and target["image_id"] == train.ids[1] and "000000.png" in caplog.text
-    with pytest.raises(OSError, match=r"unreadable image .*000000\.png \(image_id 1\)"):
+    with pytest.raises(ImageReadError, match=r"unreadable image .*000000\.png \(image_id 1\)"):
         CocoInstances(coco_copy / "train2017", ann)[0]

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import seg.data as seg_data
+from crossmae.data.image import ImageReadError
 from seg.data import ADE20KDataset, SegDataError
 
 
@@ -83,5 +84,5 @@ def test_unreadable_image_is_skipped_in_training_and_stops_evaluation(tmp_path, 
     _, label = train[0]
     assert train.num_skipped() == 1 and int(label.max()) == 1  # the next pair (raw 2 -> class 1)
     assert "ADE_train_00000000.jpg" in caplog.text
-    with pytest.raises(OSError, match="ADE_train_00000000.jpg"):
+    with pytest.raises(ImageReadError, match="unreadable image .*ADE_train_00000000.jpg"):
         ADE20KDataset(tmp_path, "training", **kw)[0]
