@@ -12,7 +12,7 @@ from crossmae.engine.loop import resolve_precision
 from crossmae.masking import Masks, gather_tokens, mask_counts, random_masking
 from crossmae.models.pos_embed import patchify
 
-from tiny import tiny_model
+from tiny import TINY_CROSSMAE, tiny_model
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -206,3 +206,30 @@ def test_compiled_model_trains_like_eager(tmp_path):
             pytest.skip(f"torch.compile unavailable here: {type(e).__name__}")
         raise
     assert abs(loss - ref) < 1e-3 * abs(ref), (loss, ref)
+
+
+def test_before_after_timing_pairs_repeats_and_checks_equal_steps():
+    from crossmae.analysis import benchmark as B
+    from crossmae.analysis.flops import build_on
+    small = {k: v for k, v in TINY_CROSSMAE.items() if k not in ("name", "img_size")}
+
+    def foreach(name, kwargs):
+        model = build_on("cpu", name, **kwargs)
+        return model, build_adamw(model, 1e-4, 0.05, fused=False)
+
+    builders = {"before": foreach, "after": B.default_builder}
+    configs = B.parse_configs(["cross0.25-d8", "mae-d8"])
+    timed = B.time_configs("small", configs, batch_size=2, repeats=3, warmup=0, img_size=32, progress=False,
+                           overrides=small, builders=builders)
+    assert [(t["impl"], t["config"]) for t in timed] == [("before", "cross0.25-d8"), ("before", "mae-d8"),
+                                                        ("after", "cross0.25-d8"), ("after", "mae-d8")]
+    assert not timed[0]["fused_adamw"]
+    pairs = B.paired_ratios(timed)
+    assert [p["config"] for p in pairs] == ["cross0.25-d8", "mae-d8"]
+    for p, before, after in zip(pairs, timed[:2], timed[2:]):
+        ratios = [b / a for b, a in zip(before["cpu_s_all"], after["cpu_s_all"])]
+        assert p["speedup_min"] == min(ratios) and p["speedup_max"] == max(ratios) and p["repeats"] == 3
+    steps = B.compare_steps("small", configs, builders, img_size=32, overrides=small)
+    assert all(s["loss_before"] == s["loss_after"] and s["max_grad_rel_diff"] == 0 for s in steps)
+    table = B.format_before_after(pairs, steps)
+    assert "before / after" in table and "CrossMAE g0.25 d8" in table

@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--before", default=None, metavar="REV",
                    help="also time the crossmae package at this git revision, paired with the working tree")
     p.add_argument("--compile", action="store_true", help="time torch.compile(model)")
+    p.add_argument("--compare-compile", action="store_true",
+                   help="time eager and torch.compile(model) side by side in the same interleaved rounds")
     p.add_argument("--output", default=None, help="write everything as JSON here")
     args = p.parse_args(argv)
     try:
@@ -112,8 +114,13 @@ def package_builder(pkg):
 def run(args, configs, sizes, overrides) -> None:
     from crossmae.models.blocks import set_backend
     set_backend(args.attention)
-    builders = None
-    if args.before:
+    builders, tags = None, ("before", "after")
+    if args.compare_compile:
+        def compiled(name, kwargs):
+            model, optimizer = B.default_builder(name, kwargs)
+            return torch.compile(model), optimizer
+        builders, tags = {"eager": B.default_builder, "compiled": compiled}, ("eager", "compiled")
+    elif args.before:
         old = package_at(args.before)
         import importlib
         importlib.import_module(old.__name__ + ".models.blocks").set_backend(args.attention)
@@ -133,15 +140,17 @@ def run(args, configs, sizes, overrides) -> None:
     B.add_mfu(timed, counted, peak)
     print(f"device: {device_name}" + (f", peak {peak} TFLOP/s bf16" if peak else "")
           + ("" if args.device.startswith("cuda") else f", {torch.get_num_threads()} thread(s)"))
-    print(B.format_report(counted, [t for t in timed if t["impl"] in ("", "after")], ratios))
+    print(B.format_report(counted, [t for t in timed if t["impl"] in ("", tags[1])], ratios))
     pairs, losses = [], []
     if builders:
-        pairs = B.paired_ratios(timed)
-        for size in sizes:
-            losses += B.compare_steps(size, configs, builders, img_size=args.img_size, overrides=overrides)
-        print(f"\nBefore ({args.before}) vs after (working tree), batch {args.batch_size}, "
-              f"{args.repeats} interleaved repeats; losses/gradients on the same weights, images and masks:\n")
-        print(B.format_before_after(pairs, losses))
+        pairs = B.paired_ratios(timed, *tags)
+        if args.before and not args.compare_compile:
+            for size in sizes:
+                losses += B.compare_steps(size, configs, builders, img_size=args.img_size, overrides=overrides)
+        what = "eager vs torch.compile" if args.compare_compile else f"before ({args.before}) vs after (working tree)"
+        print(f"\n{what}, batch {args.batch_size}, {args.repeats} interleaved repeats"
+              + ("; losses/gradients on the same weights, images and masks" if losses else "") + ":\n")
+        print(B.format_before_after(pairs, losses, tags))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(

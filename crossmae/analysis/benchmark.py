@@ -354,7 +354,8 @@ def paired_ratios(timed: list[dict], before: str = "before", after: str = "after
     return out
 
 
-def format_before_after(pairs: list[dict], losses: list[dict] | None = None) -> str:
+def format_before_after(pairs: list[dict], losses: list[dict] | None = None,
+                        tags: tuple[str, str] = ("before", "after")) -> str:
     from .tables import markdown_table
     loss_of = {(x["size"], x["config"]): x for x in losses or []}
     rows = []
@@ -362,11 +363,12 @@ def format_before_after(pairs: list[dict], losses: list[dict] | None = None) -> 
         x = loss_of.get((p["size"], p["config"]))
         rows.append([f"ViT-{p['size'][0].upper()}", p["label"], f"{p['before_s']:.3f}", f"{p['after_s']:.3f}",
                      f"{p['speedup_median']:.2f}x [{p['speedup_min']:.2f}-{p['speedup_max']:.2f}]",
-                     f"{x['loss_before']:.6f} / {x['loss_after']:.6f}" if x else None,
+                     f"{x['loss_' + tags[0]]:.6f} / {x['loss_' + tags[1]]:.6f}" if x else None,
                      f"{x['max_grad_rel_diff']:.1e}" if x else None])
     measure = pairs[0]["measure"].replace("_s", " s").replace("step", "wall") if pairs else ""
-    return markdown_table(["size", "config", f"before ({measure})", f"after ({measure})",
-                           "before / after, median [min-max] of paired repeats", "loss before / after",
+    a, b = tags
+    return markdown_table(["size", "config", f"{a} ({measure})", f"{b} ({measure})",
+                           f"{a} / {b}, median [min-max] of paired repeats", f"loss {a} / {b}",
                            "max rel. grad diff"], rows)
 
 
