@@ -111,7 +111,9 @@ def test_official_release_file_loads_by_repo_id(tmp_path, offline_cache):
     shutil.copy(release, snapshot / "checkpoint-399.pth")  # two checkpoints: the user picks one
     with pytest.raises(HubError, match="2 checkpoints.*filename="):
         load("official/crossmae-vits")
-    assert type(load("official/crossmae-vits", filename="checkpoint-399.pth")) is CrossMAE
+    with pytest.raises(HubError, match="filename="):
+        load(snapshot)  # a local directory holding release files: the same rules
+    assert type(load(snapshot, filename="checkpoint-399.pth")) is CrossMAE
 
 
 def _our_checkpoint(tmp_path, **overrides):
