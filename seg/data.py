@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from crossmae.data.image import UNREADABLE, ImageReadError, load_rgb
+from crossmae.data.image import UNREADABLE, ImageReadError, load_rgb, open_image
 
 from .transforms import IGNORE_INDEX
 
@@ -95,10 +95,16 @@ LABEL_MODES = ("L", "P", "I", "I;16")
 
 def label_values(path: Path) -> list[int]:
     """The distinct values of a label map (one decode; bincount for 8-bit maps)."""
-    with Image.open(path) as an:
-        if an.mode not in LABEL_MODES:
-            raise SegDataError(f"annotation {path} has mode {an.mode}: expected a single-channel PNG of class indices")
-        a = np.asarray(an)
+    try:
+        with Image.open(path) as an:
+            if an.mode not in LABEL_MODES:
+                raise SegDataError(f"annotation {path} has mode {an.mode}: expected a single-channel PNG of "
+                                   f"class indices")
+            a = np.asarray(an)
+    except SegDataError:
+        raise
+    except UNREADABLE as e:
+        raise SegDataError(f"annotation {path} cannot be read ({type(e).__name__}: {e})") from e
     if a.dtype == np.uint8:
         return np.flatnonzero(np.bincount(a.ravel(), minlength=256)).tolist()
     return np.unique(a).tolist()
@@ -170,8 +176,20 @@ class ADE20KDataset(Dataset):
         self.class_names = list(class_names)
         if check_sizes:
             for img_path, ann_path in self.pairs:
-                with Image.open(img_path) as im, Image.open(ann_path) as an:
-                    _check_size(im.size, an.size, img_path, ann_path)
+                try:  # headers only; the pixel limit applies
+                    with open_image(img_path) as im:
+                        img_size = im.size
+                except UNREADABLE as e:
+                    if skip_unreadable:
+                        continue  # skipped (logged, counted) when it is read
+                    raise ImageReadError(img_path, e) from e
+                try:
+                    with Image.open(ann_path) as an:
+                        _check_size(img_size, an.size, img_path, ann_path)
+                except SegDataError:
+                    raise
+                except UNREADABLE as e:
+                    raise SegDataError(f"annotation {ann_path} cannot be read ({type(e).__name__}: {e})") from e
         if check_sizes if check_labels is None else check_labels:
             self.check_labels(label_values_cache)
 

@@ -79,10 +79,22 @@ def test_16bit_image_is_scaled_not_clipped(tmp_path):
 def test_unreadable_image_is_skipped_in_training_and_stops_evaluation(tmp_path, caplog):
     write_split(tmp_path, n=4)
     (tmp_path / "images" / "training" / "ADE_train_00000000.jpg").write_bytes(b"")
-    kw = dict(check_sizes=False, label_values_cache=tmp_path / "c.json")
-    train = ADE20KDataset(tmp_path, "training", skip_unreadable=True, **kw)
+    kw = dict(label_values_cache=tmp_path / "c.json")
+    train = ADE20KDataset(tmp_path, "training", skip_unreadable=True, **kw)  # the size check passes over it
     _, label = train[0]
     assert train.num_skipped() == 1 and int(label.max()) == 1  # the next pair (raw 2 -> class 1)
     assert "ADE_train_00000000.jpg" in caplog.text
     with pytest.raises(ImageReadError, match="unreadable image .*ADE_train_00000000.jpg"):
-        ADE20KDataset(tmp_path, "training", **kw)[0]
+        ADE20KDataset(tmp_path, "training", check_sizes=False, **kw)[0]
+    with pytest.raises(ImageReadError, match="unreadable image .*ADE_train_00000000.jpg"):
+        ADE20KDataset(tmp_path, "training", **kw)  # evaluation sets: found when the dataset is built
+
+
+def test_unreadable_annotation_is_named_up_front(tmp_path):
+    write_split(tmp_path, n=3)
+    (tmp_path / "annotations" / "training" / "ADE_train_00000002.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(SegDataError, match=r"annotation .*ADE_train_00000002\.png cannot be read"):
+        ADE20KDataset(tmp_path, "training", check_sizes=False, check_labels=True,
+                      label_values_cache=tmp_path / "c.json")
+    with pytest.raises(SegDataError, match=r"annotation .*ADE_train_00000002\.png cannot be read"):
+        ADE20KDataset(tmp_path, "training", label_values_cache=tmp_path / "c.json")
