@@ -128,7 +128,9 @@ def run(cfg) -> dict:
         save_config(cfg, out_dir / "config.yaml")
     trainer.auto_resume(cfg.resume)
     start = time.time()
-    loss_before = fixed_mask_loss(model, vis, cfg.seed) if vis is not None and trainer.start_epoch == 0 else None
+    if vis is not None and trainer.start_epoch == 0:  # kept in the checkpoints: a resumed run reports it too
+        trainer.run_state["fixed_mask_loss_before"] = fixed_mask_loss(model, vis, cfg.seed)
+    loss_before = trainer.run_state.get("fixed_mask_loss_before")
     trained = trainer.start_epoch < cfg.epochs
     final = trainer.fit()
     if not final and evaluate is not None:  # a finished run re-run: evaluate it once more

@@ -117,6 +117,9 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self.best: float | None = None
         self.last_eval: dict = {}
+        # what a task measures once, at the start of training (e.g. the loss before it): kept in checkpoints,
+        # so a run resumed after a kill still reports it
+        self.run_state: dict = {}
         if dist.is_main:  # tasks claimed it in setup_logging already; this covers direct users of the Trainer
             lock_run_dir(self.output_dir)
         self.run_log = RunLogger(self.output_dir, tensorboard=tensorboard)
@@ -125,7 +128,7 @@ class Trainer:
     def state_dict(self, epoch: int) -> dict:
         return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": epoch, "step": self.step, "best": self.best,
-                "config": self.config}
+                "config": self.config, "run_state": self.run_state}
 
     def save(self, name: str, epoch: int) -> None:
         if self.dist.is_main:
@@ -152,6 +155,7 @@ class Trainer:
         self.start_epoch = int(ckpt["epoch"])
         self.step = int(ckpt.get("step", 0))
         self.best = ckpt.get("best")
+        self.run_state = dict(ckpt.get("run_state") or {})
         logger.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.step)
 
     def auto_resume(self, resume: str | None) -> None:

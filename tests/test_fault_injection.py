@@ -1,0 +1,49 @@
+"""A short run of tools/fault_inject.py: tiny runs SIGKILLed (inside checkpoint writes and at a random moment
+of training), restarted until they finish, must end bitwise where an uninterrupted run ends."""
+import importlib.util
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tiny import REPO
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("_tool_fault_inject", REPO / "tools" / "fault_inject.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_killed_and_restarted_runs_end_bitwise_equal_to_uninterrupted_ones(tmp_path):
+    fi = load_tool()
+    Fault = fi.Fault
+    plans = {
+        # killed: in the middle of the first write (a partial temporary file left), after the snapshot
+        # checkpoint-0002.pth but before checkpoint.pth (epoch 2 is trained again: logs rewound, snapshot
+        # rewritten), at a random moment of the training left, after the last checkpoint.pth but before
+        # results.json; then the finished command is run once more
+        "pretrain": [Fault("write", 1), Fault("after", file="checkpoint-0002.pth@2"), Fault("fit", 0.5, relative=True),
+                     Fault("after", file="checkpoint.pth@3")],
+        "finetune": [Fault("rename", file="checkpoint.pth@2")],  # a complete temporary file, never renamed
+    }
+    fi.write_tiny_imagefolder(tmp_path / "data")
+    with ThreadPoolExecutor(2) as pool:  # the two tasks' processes overlap on two cores
+        futures = {task: pool.submit(fi.check_task, task, tmp_path, faults=faults, epochs=3, rerun=task == "pretrain",
+                                     timeout_s=300)
+                   for task, faults in plans.items()}
+        reports = {task: f.result() for task, f in futures.items()}
+    for task, report in reports.items():
+        assert not report.problems, report.summary()
+        # every planned write kill landed, unless a timed kill before it had already carried the run past
+        # that write (the timed kill may land anywhere, even after the end of training)
+        for a in report.attempts:
+            if a.fault is not None and a.fault.file and a.epochs_done < int(a.fault.file.split("@")[1]):
+                assert a.returncode == -signal.SIGKILL, report.summary()
+        assert report.attempts[-1].returncode == 0
+    assert reports["pretrain"].kills >= 3 and reports["finetune"].kills == 1

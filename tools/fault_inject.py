@@ -1,0 +1,419 @@
+#!/usr/bin/env python
+"""Kill tiny training runs with SIGKILL at random moments, some of them inside checkpoint writes, restart
+each until it finishes, and check that it ends bitwise where an uninterrupted run ends.
+
+    python tools/fault_inject.py                          # pretrain and finetune, 6 kills each
+    python tools/fault_inject.py --tasks pretrain --kills 20 --seed 3 --workdir /tmp/fi --keep
+
+Per task, in a fresh directory: a reference run, then the same command restarted after every kill. Kills
+are timed (``timer``: sent by this script at a random moment of the run's wall time, start-up included;
+``fit``: a random moment after training starts, through epochs, evaluations, saves and the results write)
+or planned inside the n-th checkpoint write of a process (``write``: half the bytes written; ``rename``:
+the temporary file complete, not yet renamed; ``after``: renamed, nothing after it done). Except for
+``timer``, the run's own process sends itself the SIGKILL, from a hook this script installs in its child
+(nothing in the package knows about it).
+
+Checked at the end (CPU, one thread, so bitwise equality is expected): every checkpoint*.pth equal to the
+reference's (model and optimizer tensors, epoch, step), train_log.jsonl / epoch_log.jsonl describing the
+same single trajectory (same steps and losses), the same results.json metrics (timings aside), no
+temporary files and no lock left; then the finished command is run once more and must keep its results.
+Exit code 0 if every check passed; tests/test_fault_injection.py runs a short version.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+FAULT_ENV = "CROSSMAE_FAULT_INJECT"  # read only by this script's child mode
+SAVE_PHASES = ("write", "rename", "after")
+KINDS = ("timer", "fit", *SAVE_PHASES)
+
+# a tiny ViT (32 px images, 8 px patches: 16 tokens) so each run takes seconds on one CPU thread
+TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+
+
+def task_overrides(task: str, out_dir: Path, data_dir: Path, epochs: int) -> list[str]:
+    """The command line of each task: every save written (save_every=1), snapshots (keep_every=2), a log
+    line per step, an evaluation per epoch, and the full augmentation pipeline where the task has one."""
+    common = [f"output_dir={out_dir}", f"data.path={data_dir}", "data.num_workers=0", "device=cpu", "seed=0",
+              f"epochs={epochs}", "batch_size=8", "save_every=1", "keep_every=2", "log_every=1",
+              "optim.warmup_epochs=1"]
+    if task == "pretrain":
+        model = dict(name="crossmae_vit_small_patch16", **TINY_VIT, decoder_embed_dim=32, decoder_depth=1,
+                     decoder_num_heads=2)
+        return common + [f"model.{k}={v}" for k, v in model.items()] + ["num_vis=4", "optim.blr=1e-3"]
+    if task == "finetune":  # random_init: no pretraining checkpoint needed; RandAugment, mixup/cutmix, erasing on
+        return common + [f"model.{k}={v}" for k, v in TINY_VIT.items()] + [
+            "model.arch=small", "random_init=true", "data.nb_classes=4", "optim.blr=1e-2"]
+    raise ValueError(f"unknown task {task!r}: pretrain or finetune")
+
+
+TASKS = ("pretrain", "finetune")
+
+
+def write_tiny_imagefolder(root: Path, classes: int = 4, train_per_class: int = 8, val_per_class: int = 4,
+                           size: int = 40, seed: int = 0) -> Path:
+    """``<root>/{train,val}/c<k>/<i>.png``: smooth random images, tinted per class (once: ``.complete``)."""
+    import numpy as np
+    from PIL import Image
+    if (root / ".complete").exists():
+        return root
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(classes):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.normal(size=(size, size, 3)).cumsum(0).cumsum(1)
+                img = (img - img.min()) / (np.ptp(img) + 1e-8) * 160 + 40 * np.eye(3)[c % 3] * (1 + c // 3)
+                Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(d / f"{i}.png")
+    (root / ".complete").touch()
+    return root
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A kill ``at`` seconds after the process starts (``timer``) or after training starts (``fit``), or
+    inside a checkpoint write (``kind`` one of SAVE_PHASES): the ``at``-th of the process, or the one of
+    ``file`` = ``"<name>@<epoch>"`` (e.g. ``"checkpoint.pth@3"``) if given. ``relative``: ``at`` is a fraction
+    in [0, 1) of what is left of the run, resolved when the process starts (``resolve``)."""
+    kind: str
+    at: float = 0
+    relative: bool = False
+    file: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"fault kind must be one of {KINDS}, got {self.kind!r}")
+
+    def __str__(self) -> str:
+        if self.file:
+            return f"{self.kind}@{self.file}"
+        if self.relative:
+            return f"{self.kind}@{self.at:.2f} of the rest"
+        return f"{self.kind}@{self.at:.2f}s" if self.kind in ("timer", "fit") else f"{self.kind}@save{int(self.at)}"
+
+    def resolve(self, left: float, wall_s: float, fit_s: float, saves: int) -> Fault:
+        """The concrete fault for a start with the fraction ``left`` of the epochs still to train, given the
+        reference run's wall time, training time and checkpoint writes."""
+        if not self.relative:
+            return self
+        if self.kind == "timer":  # anywhere in the process's life, start-up included
+            return Fault("timer", self.at * wall_s)
+        if self.kind == "fit":  # up to 1.2x the training left: into the evaluation and results writing too
+            return Fault("fit", self.at * 1.2 * fit_s * left)
+        return Fault(self.kind, 1 + int(self.at * max(1, math.ceil(saves * left))))
+
+
+def random_faults(rng: random.Random, n: int) -> list[Fault]:
+    """``n`` relative faults cycling through: during training, inside a checkpoint write, anywhere in the
+    process's life, inside a checkpoint write."""
+    kinds = ("fit", "save", "timer", "save")
+    return [Fault(rng.choice(SAVE_PHASES) if kinds[i % 4] == "save" else kinds[i % 4], rng.random(), relative=True)
+            for i in range(n)]
+
+
+@dataclass
+class Attempt:
+    fault: Fault | None
+    returncode: int
+    seconds: float
+    epochs_done: int = 0  # by the checkpoint it started from
+
+
+@dataclass
+class Report:
+    task: str
+    attempts: list[Attempt] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    reference_s: float = 0.0
+
+    @property
+    def kills(self) -> int:
+        return sum(a.returncode == -signal.SIGKILL for a in self.attempts)
+
+    def summary(self) -> str:
+        faults = ", ".join(f"{a.fault or 'none'}->{'killed' if a.returncode == -signal.SIGKILL else a.returncode}"
+                           for a in self.attempts)
+        verdict = "OK: bitwise equal to the uninterrupted run" if not self.problems else \
+            "FAILED:\n  " + "\n  ".join(self.problems)
+        return f"{self.task}: {self.kills} kills ({faults}); reference run {self.reference_s:.1f} s. {verdict}"
+
+
+def _child_cmd(task: str, out_dir: Path, data_dir: Path, epochs: int) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--child", task, str(out_dir), str(data_dir),
+            str(epochs)]
+
+
+def _child_env(fault: Fault | None) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    env.pop(FAULT_ENV, None)
+    if fault is not None and fault.kind != "timer":
+        env[FAULT_ENV] = f"{fault.kind}:{fault.file or fault.at}"
+    return env
+
+
+def run_once(cmd: list[str], fault: Fault | None, log: Path, timeout_s: float) -> Attempt:
+    """One start of the run, killed as ``fault`` says; its output goes to ``log``."""
+    start = time.monotonic()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=_child_env(fault), stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            proc.wait(timeout=fault.at if fault is not None and fault.kind == "timer" else timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    return Attempt(fault, proc.returncode, time.monotonic() - start)
+
+
+def _tail(log: Path, n: int = 15) -> str:
+    lines = log.read_text(errors="replace").splitlines()
+    return "\n    ".join(lines[-n:])
+
+
+def _epochs_done(out_dir: Path) -> int:
+    from crossmae.engine.checkpoint import load_checkpoint
+    try:
+        return int(load_checkpoint(out_dir / "checkpoint.pth")["epoch"])
+    except (ValueError, KeyError, OSError):
+        return 0
+
+
+def faulted_run(task: str, out_dir: Path, data_dir: Path, epochs: int, faults: list[Fault], logs: Path,
+                timeout_s: float, report: Report, reference: dict) -> bool:
+    """Start, kill as planned, restart, ... until a start finishes. False (with a problem noted) if a start
+    fails other than by our SIGKILL. ``reference``: wall_s, fit_s, saves of the reference run."""
+    cmd = _child_cmd(task, out_dir, data_dir, epochs)
+    for i, fault in enumerate([*faults, None]):
+        log = logs / f"{task}-{i:02d}.log"
+        done = _epochs_done(out_dir)
+        if fault is not None:
+            fault = fault.resolve(1 - done / epochs, **reference)
+        attempt = run_once(cmd, fault, log, timeout_s)
+        attempt.epochs_done = done
+        report.attempts.append(attempt)
+        if attempt.returncode == 0:
+            return True
+        if attempt.returncode != -signal.SIGKILL or fault is None:
+            report.problems.append(f"start {i} ({fault or 'no fault'}) exited with {attempt.returncode}:\n    "
+                                   + _tail(log))
+            return False
+    return False
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+def _equal(a, b, where: str, problems: list[str]) -> None:
+    import torch
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape and torch.equal(a, b)):
+            diff = (float((a.double() - b.double()).abs().max()) if isinstance(a, torch.Tensor)
+                    and isinstance(b, torch.Tensor) and a.shape == b.shape else "shape/dtype")
+            problems.append(f"{where} differs (max abs diff {diff})")
+    elif isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            problems.append(f"{where}: keys differ ({sorted(set(a) ^ set(b), key=str)[:5]})")
+        for k in a.keys() & b.keys():
+            _equal(a[k], b[k], f"{where}.{k}", problems)
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _equal(x, y, f"{where}[{i}]", problems)
+    elif a != b and not (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)):
+        problems.append(f"{where}: {a!r} != {b!r}")
+
+
+def _jsonl(path: Path, keys: tuple[str, ...]) -> list[tuple]:
+    if not path.is_file():
+        return []
+    return [tuple(json.loads(line).get(k) for k in keys) for line in path.read_text().splitlines()]
+
+
+def _metrics(path: Path) -> dict:
+    """results.json's metrics without wall-clock timings."""
+    if not path.is_file():
+        return {"<results.json missing>": True}
+    metrics = json.loads(path.read_text()).get("metrics", {})
+    return {k: v for k, v in metrics.items() if "time" not in k}
+
+
+def compare_runs(ref: Path, run: Path) -> list[str]:
+    """What differs between the reference run directory and the faulted one (empty: nothing)."""
+    from crossmae.engine.checkpoint import load_checkpoint
+    problems: list[str] = []
+    names = sorted(p.name for p in ref.glob("checkpoint*.pth"))
+    got = sorted(p.name for p in run.glob("checkpoint*.pth"))
+    if names != got:
+        problems.append(f"checkpoint files differ: reference {names}, faulted {got}")
+    for name in sorted(set(names) & set(got)):
+        a, b = load_checkpoint(ref / name), load_checkpoint(run / name)
+        for key in ("model", "optimizer", "epoch", "step", "best"):
+            _equal(a.get(key), b.get(key), f"{name}:{key}", problems)
+    for log, keys in (("train_log.jsonl", ("step", "loss")), ("epoch_log.jsonl", ("epoch", "train_loss"))):
+        if _jsonl(ref / log, keys) != _jsonl(run / log, keys):
+            problems.append(f"{log}: {keys} differ: reference {_jsonl(ref / log, keys)[:6]}..., faulted "
+                            f"{_jsonl(run / log, keys)[:6]}... ({len(_jsonl(run / log, keys))} lines)")
+    _equal(_metrics(ref / "results.json"), _metrics(run / "results.json"), "results.json:metrics", problems)
+    leftovers = sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp") or p.name == "run.lock")
+    if leftovers:
+        problems.append(f"left behind in {run}: {leftovers}")
+    return problems
+
+
+def check_task(task: str, work: Path, faults: list[Fault] | None = None, kills: int = 6, epochs: int = 4,
+               seed: int = 0, rerun: bool = True, timeout_s: float = 600) -> Report:
+    """Reference run, faulted run (``faults``, or ``kills`` random ones), comparison, rerun of the finished
+    command. Everything lives under ``work/<task>``."""
+    report = Report(task)
+    base = work / task
+    logs = base / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    data = write_tiny_imagefolder(work / "data")  # tasks checked in parallel: write it first
+    reference = run_once(_child_cmd(task, base / "reference", data, epochs), None, logs / "reference.log", timeout_s)
+    report.reference_s = reference.seconds
+    if reference.returncode != 0:
+        report.problems.append(f"the reference run failed ({reference.returncode}):\n    "
+                               + _tail(logs / "reference.log"))
+        return report
+    facts = dict(wall_s=reference.seconds,
+                 saves=epochs + epochs // 2,  # checkpoint.pth every epoch, a snapshot every second one
+                 fit_s=json.loads((base / "reference" / "results.json").read_text())["metrics"]["train_time_s"])
+    if faults is None:
+        faults = random_faults(random.Random(seed), kills)
+    if not faulted_run(task, base / "faulted", data, epochs, faults, logs, timeout_s, report, facts):
+        return report
+    report.problems += compare_runs(base / "reference", base / "faulted")
+    if rerun:  # a finished command run again (or a kill after the last checkpoint): results must survive
+        again = run_once(_child_cmd(task, base / "faulted", data, epochs), None, logs / "rerun.log", timeout_s)
+        if again.returncode != 0:
+            report.problems.append(f"rerunning the finished command failed ({again.returncode}):\n    "
+                                   + _tail(logs / "rerun.log"))
+        else:
+            report.problems += [f"after a rerun of the finished command: {p}"
+                                for p in compare_runs(base / "reference", base / "faulted")]
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- child side
+def install_fault(spec: str) -> None:
+    """``fit:<seconds>``: SIGKILL this process that long after training starts; ``<phase>:<n>``: inside its
+    n-th checkpoint write; ``<phase>:<file>@<epoch>``: inside its write of ``file`` for ``epoch`` (see
+    SAVE_PHASES)."""
+    import threading
+
+    import torch
+    from crossmae.engine import checkpoint as ckpt_module
+    from crossmae.engine import loop
+    phase, at = spec.split(":", 1)
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if phase == "fit":
+        real_fit = loop.Trainer.fit
+
+        def fit(self, *args, **kwargs):
+            timer = threading.Timer(float(at), die)
+            timer.daemon = True  # a run that ends first exits normally
+            timer.start()
+            return real_fit(self, *args, **kwargs)
+
+        loop.Trainer.fit = fit
+        return
+    if phase not in SAVE_PHASES:
+        raise ValueError(f"{FAULT_ENV}: unknown phase {phase!r}")
+    target_file, _, target_epoch = at.partition("@")
+    state = {"writes": 0, "hit": False}
+    real_save, real_replace = torch.save, os.replace
+
+    def is_target(obj, f) -> bool:
+        state["writes"] += 1
+        if not target_epoch:
+            return state["writes"] == int(float(at))
+        try:  # save_checkpoint writes to an open ".<file>.<pid>.<hex>.tmp"
+            name = os.path.basename(os.readlink(f"/proc/self/fd/{f.fileno()}"))
+        except (OSError, AttributeError, ValueError):
+            name = f".{target_file}."  # no /proc: match the epoch only
+        return name.startswith(f".{target_file}.") and str(obj.get("epoch")) == target_epoch
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)):  # not save_checkpoint's open temporary file
+            return real_save(obj, f, *args, **kwargs)
+        state["hit"] = is_target(obj, f)
+        if state["hit"] and phase == "write":
+            buf = io.BytesIO()
+            real_save(obj, buf, *args, **kwargs)
+            f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            die()
+        return real_save(obj, f, *args, **kwargs)
+
+    def replace(src, dst, *args, **kwargs):
+        ours = str(src).endswith(".tmp") and ".pth." in os.path.basename(str(src))
+        if ours and state["hit"] and phase == "rename":
+            die()
+        real_replace(src, dst, *args, **kwargs)
+        if ours and state["hit"] and phase == "after":
+            die()
+
+    ckpt_module.torch.save = save
+    ckpt_module.os.replace = replace
+
+
+def child_main(task: str, out_dir: str, data_dir: str, epochs: str) -> int:
+    import torch
+    torch.set_num_threads(1)
+    if os.environ.get(FAULT_ENV):
+        install_fault(os.environ[FAULT_ENV])
+    from crossmae.cli import report_errors
+    if task == "pretrain":
+        from crossmae.pretrain import main
+    else:
+        from crossmae.finetune import main
+    return report_errors(f"fault_inject {task}", main, None,
+                         task_overrides(task, Path(out_dir), Path(data_dir), int(epochs)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        return child_main(*argv[1:5])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--kills", type=int, default=6, help="planned kills per task (timed and inside saves)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0, help="draws the kill moments")
+    p.add_argument("--workdir", help="where the runs go (default: a temporary directory, removed unless --keep)")
+    p.add_argument("--keep", action="store_true", help="keep the run directories and logs")
+    a = p.parse_args(argv)
+    work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="fault_inject_"))
+    ok = True
+    try:
+        for task in a.tasks:
+            report = check_task(task, work, kills=a.kills, epochs=a.epochs, seed=a.seed)
+            print(report.summary(), flush=True)
+            ok &= not report.problems
+    finally:
+        if a.keep or not ok:
+            print(f"runs and logs kept in {work}")
+        elif not a.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
