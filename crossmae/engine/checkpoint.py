@@ -160,7 +160,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):
+        if "unsupported global" not in str(e).lower():  # torch words it in several ways
             raise CheckpointError(f"{path} is damaged or not a checkpoint (its pickle cannot be read); "
                                   f"expected {EXPECTED}") from e
         raise CheckpointError(
@@ -178,7 +178,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def _last_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    picked = [ln for ln in lines if "Unsupported global" in ln] or lines[:1] or ["?"]
+    picked = [ln for ln in lines if "unsupported global" in ln.lower()] or lines[:1] or ["?"]
     return picked[0]
 
 
