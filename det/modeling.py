@@ -127,6 +127,9 @@ class ExactAnchorGenerator(AnchorGenerator):
         return torch.tensor(cells, dtype=dtype, device=device)
 
 
+HEAD_INITS = ("detectron2", "torchvision")
+
+
 def c2_xavier_fill(layer: nn.Module) -> None:
     """detectron2's (Caffe2's) 'XavierFill': kaiming-uniform with a=1, zero bias."""
     nn.init.kaiming_uniform_(layer.weight, a=1)
@@ -154,12 +157,15 @@ def build_mask_rcnn(net: nn.Module, *, num_classes: int, embed_dim: int, patch_s
                     rpn_pre_nms_top_n_train: int = 2000, rpn_pre_nms_top_n_test: int = 1000,
                     rpn_post_nms_top_n_train: int = 1000, rpn_post_nms_top_n_test: int = 1000,
                     box_batch_size_per_image: int = 512, box_score_thresh: float = 0.05,
-                    detections_per_img: int = 100, canonical_scale: int = 224,
+                    detections_per_img: int = 100, canonical_scale: int = 224, head_init: str = "detectron2",
                     image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD) -> MaskRCNN:
     """ViTDet's Mask R-CNN (detectron2's ``mask_rcnn_vitdet.py``) on the ViT ``net``.
 
     ``num_classes`` excludes the background. Defaults are the paper's; tiny runs shrink widths,
-    anchors and sample counts."""
+    anchors and sample counts. ``head_init``: 'detectron2' (ViTDet's ROI-head init) or 'torchvision'
+    (its defaults: larger predictor weights, which a few-hundred-step toy run learns from faster)."""
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"model.head_init must be one of {HEAD_INITS}, got {head_init!r}")
     fpn = SimpleFeaturePyramid(embed_dim, patch_size, fpn_channels)
     if len(anchor_sizes) != len(fpn.names):
         raise ValueError(f"anchor_sizes needs one size per pyramid level {fpn.names}, got {list(anchor_sizes)}")
@@ -180,6 +186,7 @@ def build_mask_rcnn(net: nn.Module, *, num_classes: int, embed_dim: int, patch_s
         box_batch_size_per_image=box_batch_size_per_image, box_score_thresh=box_score_thresh,
         box_detections_per_img=detections_per_img, mask_roi_pool=mask_pool, mask_head=mask_head,
         mask_predictor=MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes + 1))
-    init_heads_like_detectron2(model)
+    if head_init == "detectron2":
+        init_heads_like_detectron2(model)
     model.transform = SquarePadTransform(image_size, image_mean, image_std)
     return model

@@ -61,6 +61,7 @@ class DetModel:
     box_score_thresh: float = 0.05  # detections below this score are not reported
     detections_per_img: int = 100
     canonical_scale: int = 224  # RoI level assignment: a box of this size goes to p4
+    head_init: str = "detectron2"  # ROI predictors as in ViTDet; "torchvision": its defaults (toy CPU runs)
 
 
 @dataclass
@@ -158,7 +159,8 @@ def build_detector(cfg, num_classes: int) -> torch.nn.Module:
         rpn_pre_nms_top_n_train=m.rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test=m.rpn_pre_nms_top_n_test,
         rpn_post_nms_top_n_train=m.rpn_post_nms_top_n_train, rpn_post_nms_top_n_test=m.rpn_post_nms_top_n_test,
         box_batch_size_per_image=m.box_batch_size_per_image,
-        box_score_thresh=m.box_score_thresh, detections_per_img=m.detections_per_img, canonical_scale=m.canonical_scale)
+        box_score_thresh=m.box_score_thresh, detections_per_img=m.detections_per_img, canonical_scale=m.canonical_scale,
+        head_init=m.head_init)
 
 
 def run(cfg, eval_only: bool = False) -> dict:

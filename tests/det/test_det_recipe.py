@@ -71,3 +71,12 @@ def test_lsj_crop_offsets_share_the_fraction(monkeypatch):
     out, _ = LargeScaleJitter(image_size=100, min_scale=1.0, max_scale=3.0, flip=0.5)(img, target)
     resized, _ = det.data.resize(img, None, 1.0)  # 3 x 100 = 300 px: the image as it is
     assert torch.equal(out, resized[:, 50:150, 50:150])  # both offsets round(200 * 0.25)
+
+
+def test_head_init_option():
+    cfg = load_config(DetConfig, None, TINY + ["model.head_init=torchvision"])
+    torch.manual_seed(0)
+    w = build_detector(cfg, num_classes=80).roi_heads.box_predictor.cls_score.weight
+    assert w.std().item() > 0.02  # torchvision's default Linear init, not normal(0.01)
+    with pytest.raises(ValueError, match="head_init"):
+        build_detector(load_config(DetConfig, None, TINY + ["model.head_init=xavier"]), num_classes=3)
