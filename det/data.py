@@ -64,8 +64,13 @@ def load_coco(ann_file: str | Path) -> COCO:
             absent = [k for k in keys if k not in entry] if isinstance(entry, dict) else list(keys)
             if absent:
                 raise AnnotationError(f"{ann_file}: an entry of '{section}' lacks {absent}: {str(entry)[:200]}")
+    for im in data["images"]:
+        if not all(isinstance(im[k], int) and not isinstance(im[k], bool) and im[k] > 0 for k in ("height", "width")):
+            raise AnnotationError(f"{ann_file}: image {im['id']} ({im['file_name']}) has height/width "
+                                  f"{im['height']!r}/{im['width']!r}; expected positive integers")
+    sizes = {i["id"]: (i["height"], i["width"]) for i in data["images"]}
     cat_ids = {c["id"] for c in data["categories"]}
-    img_ids = {i["id"] for i in data["images"]}
+    img_ids = set(sizes)
     for a in data["annotations"]:
         if a["category_id"] not in cat_ids:
             raise AnnotationError(f"{ann_file}: annotation {a['id']} has category_id {a['category_id']}, which is "
@@ -75,6 +80,9 @@ def load_coco(ann_file: str | Path) -> COCO:
                                   f"which is not in 'images'")
         if not (isinstance(a["bbox"], list) and len(a["bbox"]) == 4):
             raise AnnotationError(f"{ann_file}: annotation {a['id']} has bbox {a['bbox']!r}; expected [x, y, w, h]")
+        problem = _segmentation_problem(a.get("segmentation"), sizes[a["image_id"]])
+        if problem:
+            raise AnnotationError(f"{ann_file}: annotation {a['id']} (image {a['image_id']}): {problem}")
         a.setdefault("iscrowd", 0)
         a.setdefault("area", float(a["bbox"][2]) * float(a["bbox"][3]))
     coco = COCO()
@@ -82,6 +90,25 @@ def load_coco(ann_file: str | Path) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
     return coco
+
+
+def _segmentation_problem(seg, hw: tuple[int, int]) -> str:
+    """What is wrong with a segmentation entry ('' when fine or absent): polygons (a list of coordinate
+    lists) or RLE (a dict with 'counts' and 'size' equal to the image's [height, width])."""
+    if seg is None or seg == []:
+        return ""
+    if isinstance(seg, list):
+        # the first coordinate only: full COCO has ~35M of them, and a wrongly typed file is wrong throughout
+        if all(isinstance(poly, list) and (not poly or isinstance(poly[0], (int, float))) for poly in seg):
+            return ""
+        return "polygon segmentation must be a list of [x1, y1, x2, y2, ...] number lists"
+    if isinstance(seg, dict):
+        if "counts" not in seg or "size" not in seg:
+            return f"RLE segmentation lacks 'counts' or 'size' (has {sorted(seg)})"
+        if list(seg["size"]) != list(hw):
+            return f"RLE size {seg['size']} differs from the image's [height, width] {list(hw)}"
+        return ""
+    return f"unknown segmentation format {type(seg).__name__}"
 
 
 def decode_mask(segmentation, height: int, width: int) -> np.ndarray:

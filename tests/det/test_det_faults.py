@@ -107,3 +107,16 @@ def test_unreadable_image_is_skipped_and_counted_in_training_and_stops_evaluatio
     assert train.num_skipped() == 1 and target["image_id"] == train.ids[1] and "000000.png" in caplog.text
     with pytest.raises(ImageReadError, match=r"unreadable image .*000000\.png \(image_id 1\)"):
         CocoInstances(coco_copy / "train2017", ann)[0]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("segmentation", {"counts": "abc", "size": [32, 32]}, r"RLE size \[32, 32\] differs .* \[64, 64\]"),
+    ("segmentation", "polygon", "unknown segmentation format str"),
+    ("segmentation", [["1", 2, 3]], "polygon segmentation must be"),
+    ("width", 0, "expected positive integers")])
+def test_malformed_masks_and_image_sizes_fail_when_the_file_is_opened(coco_copy, field, value, message):
+    from det.data import AnnotationError, load_coco
+    ann = coco_copy / "annotations" / "instances_train2017.json"
+    edit_json(ann, lambda d: (d["images"] if field == "width" else d["annotations"])[0].__setitem__(field, value))
+    with pytest.raises(AnnotationError, match=message):
+        load_coco(ann)
