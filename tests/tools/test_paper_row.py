@@ -1,0 +1,152 @@
+"""tools/paper_row.py: the row's commands (dry run), the idempotent rerun logic, the toy preset's plumbing."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+import torch
+
+from tools_fixtures import REPO
+
+# imported by hand (tools/ is no package) and registered: its dataclasses need their module in sys.modules
+_spec = importlib.util.spec_from_file_location("_tool_paper_row", REPO / "tools" / "paper_row.py")
+pr = sys.modules["_tool_paper_row"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pr)
+
+
+@pytest.fixture
+def vit_b_checkpoint(tmp_path):
+    """A stand-in for a ViT-B release file: only its patch projection (what the size is read from)."""
+    path = tmp_path / "crossmae_vit_base.pth"
+    torch.save({"model": {"patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}}, path)
+    return path
+
+
+@pytest.fixture
+def roots_file(tmp_path):
+    path = tmp_path / "roots.yaml"
+    path.write_text("imagenet: /d/imagenet\ncoco: /d/coco\nade20k: /d/ade\ninat2019: /d/inat\nplaces365: /d/places\n")
+    return path
+
+
+def test_dry_run_lists_all_six_tasks_for_vit_b(vit_b_checkpoint, roots_file, tmp_path, capsys):
+    out = tmp_path / "row"
+    assert pr.main(["--checkpoint", str(vit_b_checkpoint), "--roots", str(roots_file), "--output-dir", str(out),
+                    "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "ViT-base" in text
+    ckpt = f"pretrained={vit_b_checkpoint.resolve()}"
+    expected = {"finetune": ("crossmae.cli finetune", "configs/finetune/vit_base.yaml", "data.path=/d/imagenet"),
+                "linprobe": ("crossmae.cli linprobe", "configs/linprobe/vit_base.yaml", "data.path=/d/imagenet"),
+                "det": ("tools/train_vitdet.py", "configs/det/vitdet_b_100ep.yaml", "data.root=/d/coco"),
+                "seg": ("tools/train_seg.py", "configs/seg/upernet_vit_base_ade20k.yaml", "data.path=/d/ade"),
+                "inat2019": ("-m cls_transfer", "configs/cls_transfer/inat2019_vit_base.yaml", "data.path=/d/inat"),
+                "places365": ("-m cls_transfer", "configs/cls_transfer/places365_vit_base.yaml",
+                              "data.path=/d/places")}
+    for name, parts in expected.items():
+        header = next(line for line in text.splitlines() if line.startswith(f"[todo] {name}:"))
+        assert "1 node(s) x 8 GPU(s)" in header
+        cmd = text.splitlines()[text.splitlines().index(header) + 1]
+        assert "tools/launch.sh" in cmd and ckpt in cmd and f"output_dir={out.resolve() / name}" in cmd, cmd
+        for part in parts:
+            assert part in cmd, (name, part, cmd)
+        assert (REPO / parts[1]).is_file()
+    assert not out.exists() or not any(out.iterdir())  # a dry run writes nothing
+
+
+def test_dry_run_slurm_and_missing_sizes(vit_b_checkpoint, roots_file, tmp_path, capsys):
+    assert pr.main(["--checkpoint", str(vit_b_checkpoint), "--roots", str(roots_file), "--output-dir",
+                    str(tmp_path / "r"), "--dry-run", "--slurm", "--nodes", "2", "--size", "huge",
+                    "--tasks", "det,seg"]) == 0
+    text = capsys.readouterr().out
+    assert "seg: no huge recipe" in text
+    det = text.splitlines()[text.splitlines().index(next(ln for ln in text.splitlines() if ln.startswith("[todo] det")))
+                            + 1]
+    assert "submit_slurm.py --nodes 2 --gpus-per-node 8" in det and "-- det --config" in det
+    assert "vitdet_h_75ep.yaml" in det
+
+
+def test_bad_input_is_one_error_line(tmp_path, roots_file, vit_b_checkpoint, capsys):
+    assert pr.main(["--checkpoint", str(tmp_path / "nope.pth"), "--roots", str(roots_file),
+                    "--output-dir", str(tmp_path)]) == 2
+    (tmp_path / "bad.yaml").write_text("imagenet: /x\ncocoo: /y\n")
+    assert pr.main(["--checkpoint", str(vit_b_checkpoint), "--roots", str(tmp_path / "bad.yaml"),
+                    "--output-dir", str(tmp_path), "--dry-run"]) == 2
+    assert pr.main(["--checkpoint", str(vit_b_checkpoint), "--roots", str(roots_file),
+                    "--output-dir", str(tmp_path), "--dry-run", "--tasks", "detection"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint not found" in err and "cocoo" in err and "unknown tasks ['detection']" in err
+
+
+def _task(tmp_path, name="det", metrics=("bbox_AP", "segm_AP")):
+    return pr.Task(name, "det", "cfg.yaml", [], tmp_path / name, metrics)
+
+
+def test_task_states_on_fake_output_dirs(tmp_path):
+    t = _task(tmp_path)
+    assert pr.task_state(t) == "todo"
+    t.output_dir.mkdir()
+    (t.output_dir / "checkpoint.pth").write_bytes(b"x")
+    assert pr.task_state(t) == "partial"
+    (t.output_dir / "results.json").write_text(json.dumps({"metrics": {"bbox_AP": 50.1}}))  # segm_AP missing
+    assert pr.task_state(t) == "partial"
+    (t.output_dir / "results.json").write_text(json.dumps({"metrics": {"bbox_AP": 50.1, "segm_AP": float("nan")}}))
+    assert pr.task_state(t) == "partial"
+    pr.write_status(t, 1, 3.0)
+    assert pr.task_state(t) == "failed"
+    (t.output_dir / "results.json").write_text(json.dumps({"metrics": {"bbox_AP": 50.1, "segm_AP": 44.0}}))
+    assert pr.task_state(t) == "done"
+    (t.output_dir / "results.json").write_text("{truncated")
+    assert pr.task_state(t) == "failed"
+
+
+def test_rerun_skips_done_retries_failed_and_reports_logs(tmp_path, monkeypatch):
+    """Local mode runs only unfinished tasks; a failure is reported with its log path."""
+    done, failing, fresh = (_task(tmp_path, n, ("top1",)) for n in ("done", "failing", "fresh"))
+    done.output_dir.mkdir()
+    (done.output_dir / "results.json").write_text(json.dumps({"metrics": {"top1": 80.0}}))
+    ran = []
+
+    def fake_local(task):  # stands in for tools/launch.sh: "fresh" succeeds, "failing" exits 1
+        ran.append(task.name)
+        body = ("import json, pathlib; p = pathlib.Path(r'%s'); p.mkdir(parents=True, exist_ok=True); "
+                "(p / 'results.json').write_text(json.dumps({'metrics': {'top1': 1.0}}))" % task.output_dir)
+        return [sys.executable, "-c", body if task.name == "fresh" else "import sys; print('boom'); sys.exit(1)"]
+    monkeypatch.setattr(pr, "local_command", fake_local)
+    lines = []
+    states = pr.run_tasks([done, failing, fresh], "local", say=lines.append)
+    assert ran == ["failing", "fresh"]
+    assert [t.name for t in states["done"]] == ["done", "fresh"] and [t.name for t in states["failed"]] == ["failing"]
+    assert f"FAILED: failing: see {failing.log}" in lines and "boom" in failing.log.read_text()
+    ran.clear()
+    states = pr.run_tasks([done, failing, fresh], "local", say=lines.append)
+    assert ran == ["failing"]  # finished ones skipped, the failed one retried
+
+
+def test_toy_tasks_identical_recipe_for_every_init(tmp_path):
+    pretrain, downstream = pr.toy_tasks(tmp_path, "toy")
+    assert [t.group["init"] for t in pretrain] == ["CrossMAE γ=0.25", "CrossMAE γ=0.75", "MAE"]
+    assert len(downstream) == 4 * 4 * 3
+    for column in pr.TOY_TASKS:
+        runs = [t for t in downstream if t.group["column"] == column and t.group["seed"] == 0]
+        assert len(runs) == 4 and len({t.config for t in runs}) == 1
+
+        def recipe(t):
+            return [o for o in t.overrides if not o.startswith(("pretrained=", "random_init="))]
+        assert all(recipe(t) == recipe(runs[0]) for t in runs)
+
+
+@pytest.mark.slow
+def test_toy_smoke_end_to_end(tmp_path):
+    """The toy-smoke preset: 3 pretrainings, 4 inits x 4 tasks x 1 seed, the table (about a minute alone)."""
+    out = tmp_path / "toy"
+    assert pr.main(["--preset", "toy-smoke", "--output-dir", str(out), "--threads", "1"]) == 0
+    table = (out / "toy_results.md").read_text()
+    for row in pr.TOY_INITS:
+        assert f"| {row} |" in table
+    assert "seeds)" not in table  # every cell has all its seeds
+    flops = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+             if line.startswith("| ") and "GFLOPs" not in line}
+    assert float(flops["CrossMAE γ=0.25"]) < float(flops["CrossMAE γ=0.75"]) < float(flops["MAE"])
