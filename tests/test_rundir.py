@@ -154,7 +154,7 @@ def test_stale_temporary_checkpoints_are_removed_when_a_run_starts(tmp_path, cap
     assert "removed 3 temporary checkpoint file(s)" in caplog.text
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o027])
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
 def test_checkpoints_honour_the_umask(tmp_path, umask):
     old = os.umask(umask)
     try:
