@@ -199,3 +199,38 @@ def test_diverged_loss_is_one_line(capsys):
     from crossmae.engine.loop import check_finite
     assert report_errors("crossmae pretrain", check_finite, float("nan"), 12) == 1
     assert capsys.readouterr().err.startswith("crossmae pretrain: error: loss is nan at step 12; stopping")
+
+
+def test_resume_with_other_optimizer_groups_is_one_message(tmp_path):
+    make_trainer(tmp_path / "a", epochs=1).fit()
+    other = make_trainer(tmp_path / "b", epochs=1)
+    other.optimizer = torch.optim.SGD([p for p in other.module.parameters()], lr=0.1)  # one group, not AdamW's two
+    with pytest.raises(CheckpointError, match="optimizer state does not fit this run's parameter groups"):
+        other.resume(tmp_path / "a" / "checkpoint.pth")
+
+
+@pytest.fixture
+def narrow_checkpoint(tmp_path):
+    path = tmp_path / "narrow.pth"
+    save_checkpoint({"model": tiny_model(embed_dim=32, depth=2, num_heads=2).state_dict()}, path)
+    return path
+
+
+def test_det_pretrained_of_another_width_names_the_file(narrow_checkpoint):
+    from det.backbone import build_net, load_encoder
+    from det.train import DetConfig
+    cfg = load_config(DetConfig, None, ["model.embed_dim=64", "model.depth=2", "model.num_heads=4",
+                                        "model.patch_size=4", "model.pretrain_img_size=32", "model.window_size=0",
+                                        "model.global_attn_indexes=[0,1]", "image_size=32"])
+    with pytest.raises(CheckpointError, match=f"pretrained={narrow_checkpoint} does not fit the ViT of model"):
+        load_encoder(build_net(cfg.model, cfg.image_size), narrow_checkpoint)
+
+
+def test_seg_pretrained_of_another_width_names_the_file(narrow_checkpoint):
+    from seg.config import SegConfig
+    from seg.model import load_pretrained_encoder
+    from seg.train import build_model
+    from tiny import REPO
+    cfg = load_config(SegConfig, REPO / "configs/seg/demo.yaml")
+    with pytest.raises(CheckpointError, match=f"pretrained={narrow_checkpoint} does not fit the backbone"):
+        load_pretrained_encoder(build_model(cfg), str(narrow_checkpoint))
