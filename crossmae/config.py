@@ -144,14 +144,18 @@ def check_for(owner: type | None, name: str) -> Check | None:
     return CHECKS.get(name)
 
 
-def _leaves(node, prefix: str = "", owner: type | None = None):
+def _leaves(node, prefix: str = "", owner: type | None = None, sources=()):
     """(dotted key, plain value, owning schema class) of every leaf; lists are leaves."""
     for key in node:
-        value = node[key]
         dotted = f"{prefix}{key}"
+        try:
+            value = node[key]
+        except OmegaConfBaseException as e:  # e.g. a ${...} interpolation that names no field
+            raise ConfigError(f"{dotted} (from {_source_of(dotted, list(sources))}): "
+                              f"{str(e).splitlines()[0]}") from e
         if isinstance(value, DictConfig):
             sub = OmegaConf.get_type(value)
-            yield from _leaves(value, dotted + ".", sub if sub not in (dict, None) else None)
+            yield from _leaves(value, dotted + ".", sub if sub not in (dict, None) else None, sources)
         elif isinstance(value, ListConfig):
             yield dotted, OmegaConf.to_container(value, resolve=True), owner
         else:
@@ -163,7 +167,10 @@ _UNSET = object()
 
 def _source_of(key: str, sources: list[tuple[str, DictConfig]]) -> str:
     for where, src in reversed(sources):
-        if OmegaConf.select(src, key, default=_UNSET) is not _UNSET:
+        node = OmegaConf.to_container(src, resolve=False)  # unresolved: a broken ${...} is still found
+        for part in key.split("."):
+            node = node.get(part, _UNSET) if isinstance(node, dict) else _UNSET
+        if node is not _UNSET:
             return where
     return "the schema default"
 
@@ -171,7 +178,7 @@ def _source_of(key: str, sources: list[tuple[str, DictConfig]]) -> str:
 def validate(cfg: DictConfig, sources: list[tuple[str, DictConfig]] = ()) -> None:
     """Raise :class:`ConfigError` naming the first field whose value fails its :class:`Check`,
     and where that value came from."""
-    for key, value, owner in _leaves(cfg, owner=OmegaConf.get_type(cfg)):
+    for key, value, owner in _leaves(cfg, owner=OmegaConf.get_type(cfg), sources=sources):
         check = check_for(owner, key.rsplit(".", 1)[-1])
         if check is not None and not check.ok(value):
             raise ConfigError(f"{key}={value!r} (from {_source_of(key, list(sources))}): "
@@ -195,11 +202,13 @@ def load_config(schema, path: str | Path | None = None, overrides: list[str] | t
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got {bad}")
-    if overrides:
+    for override in overrides:  # one at a time, to name the one that does not parse
         try:
-            sources.append(("command line", OmegaConf.from_dotlist(list(overrides))))
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"command line: {str(e).splitlines()[0]}") from e
+            OmegaConf.from_dotlist([override])
+        except Exception as e:  # OmegaConf's grammar errors and YAML's (e.g. an unclosed '[')
+            raise ConfigError(f"command line: cannot parse {override!r}: {str(e).splitlines()[0]}") from e
+    if overrides:
+        sources.append(("command line", OmegaConf.from_dotlist(list(overrides))))
     for where, src in sources:
         if not isinstance(src, DictConfig):
             raise ConfigError(f"{where}: expected a mapping of fields, got a {type(src).__name__}")

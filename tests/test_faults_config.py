@@ -126,6 +126,14 @@ def test_broken_yaml_is_one_line(tmp_path):
         load_config(PretrainConfig, path)
 
 
+def test_unparsable_override_and_broken_interpolation_are_one_line():
+    with pytest.raises(ConfigError, match=r"command line: cannot parse 'optim.betas=\[0.9'"):
+        load_config(PretrainConfig, None, ["epochs=3", "optim.betas=[0.9"])
+    with pytest.raises(ConfigError, match=r"data.path \(from command line\): Interpolation key 'oops' not found"):
+        load_config(PretrainConfig, None, ["data.path=${oops}"])
+    assert load_config(PretrainConfig, None, ["data.path=${output_dir}"]).data.path == "output/pretrain"
+
+
 def test_check_semantics():
     assert Check(lo=0, hi=1, hi_open=True).ok(0.0) and not Check(lo=0, hi=1, hi_open=True).ok(1.0)
     assert not CHECKS["epochs"].ok(True) and not CHECKS["epochs"].ok(2.5) and CHECKS["epochs"].ok(3)
