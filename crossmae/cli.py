@@ -65,6 +65,18 @@ def main(argv: list[str] | None = None) -> int:
         p = commands[name] = sub.add_parser(name, help=help_text)
         p.add_argument("--config", help="YAML recipe under configs/")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.blr=1e-4 model.pred_ratio=0.25")
+    knn = commands["knn"] = sub.add_parser("knn", help="kNN top-1 of a pretraining checkpoint's encoder features "
+                                                      "(k=20, cosine, DINO's weighted votes; crossmae/knn.py)")
+    knn.add_argument("--checkpoint", required=True, help="a pretraining checkpoint of this toolkit")
+    knn.add_argument("--data", required=True, help="labelled ImageFolder root with train/ (memory) and val/ (queries)")
+    knn.add_argument("--train-images", type=int, default=5000, help="memory-bank images (0 = all)")
+    knn.add_argument("--val-images", type=int, default=1000, help="query images (0 = all)")
+    knn.add_argument("--k", type=int, default=20)
+    knn.add_argument("--temperature", type=float, default=0.07)
+    knn.add_argument("--pool", choices=("avg", "cls"), default="avg")
+    knn.add_argument("--batch-size", type=int, default=128)
+    knn.add_argument("--num-workers", type=int, default=2)
+    knn.add_argument("--random-init", action="store_true", help="the same architecture with random weights")
     from .export import add_arguments as add_export_arguments  # light: argparse only
     commands["export"] = sub.add_parser("export", help="a pretraining checkpoint -> a Hugging Face Hub directory "
                                         "(config.json + model.safetensors + model card), the encoder alone or a "
@@ -76,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     # argparse's intermixed parsing (options after key=value overrides) does not support subparsers:
     # the command's own parser does it
     args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    if argv[0] == "knn":
+        from .knn import run
+        return report_errors("crossmae knn", run, **vars(args))
     if argv[0] == "export":
         from .export import main as export
         return report_errors("crossmae export", export, args)

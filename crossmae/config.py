@@ -278,10 +278,28 @@ class PretrainOptim:
 
 
 @dataclass
+class PretrainKnn:
+    """Periodic kNN top-1 monitor (crossmae/knn.py) on a labelled ImageFolder with train/ and val/."""
+    path: str = ""  # "" = off; "demo" = the bundled photos (the demo data)
+    every: int = 0  # epochs between evaluations (0 = off; the last epoch is always evaluated when on)
+    train_images: int = 5000  # memory-bank images (a fixed random subset of train/; 0 = all)
+    val_images: int = 1000  # query images (a fixed random subset of val/; 0 = all)
+    k: int = 20
+    temperature: float = 0.07
+    pool: str = "avg"  # avg (mean patch token) | cls
+    batch_size: int = 128
+    num_workers: int = 2
+
+    checks: ClassVar[dict] = {"every": NONNEG_INT, "train_images": NONNEG_INT, "val_images": NONNEG_INT,
+                              "k": POS_INT, "temperature": POSITIVE, "pool": Check(choices=("avg", "cls"))}
+
+
+@dataclass
 class PretrainConfig:
     model: Dict[str, Any] = field(default_factory=lambda: {"name": "crossmae_vit_base_patch16"})
     data: PretrainData = field(default_factory=PretrainData)
     optim: PretrainOptim = field(default_factory=PretrainOptim)
+    knn: PretrainKnn = field(default_factory=PretrainKnn)
     epochs: int = 800
     batch_size: int = 64  # per process
     global_batch_size: Optional[int] = None  # if set, accum_iter = global / (batch_size * processes)
