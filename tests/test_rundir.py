@@ -140,6 +140,28 @@ def test_a_second_run_on_a_busy_output_dir_stops_with_one_line_and_writes_nothin
     assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]
 
 
+def _cli(entry: str):
+    import importlib
+    module, name = entry.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("entry,args", [
+    ("crossmae.cli:main", ["finetune", "--config", "configs/finetune/demo.yaml"]),
+    ("crossmae.cli:main", ["linprobe", "--config", "configs/linprobe/demo.yaml"]),
+    ("cls_transfer.__main__:cli", ["--config", "configs/cls_transfer/demo.yaml"]),
+    ("det.train:cli", ["--config", "configs/det/tiny_cpu.yaml"]),
+    ("det.train:cli", ["--config", "configs/det/tiny_cpu.yaml", "--eval-only"]),
+    ("seg.train:cli", ["--config", "configs/seg/demo.yaml"]),
+], ids=["finetune", "linprobe", "cls_transfer", "det", "det-eval", "seg"])
+def test_every_task_claims_its_output_dir_before_writing(tmp_path, capsys, entry, args):
+    _write_lock(tmp_path, _holder(os.getppid()))
+    args = [a if not a.startswith("configs/") else str(REPO / a) for a in args]
+    assert _cli(entry)(args + [f"output_dir={tmp_path}"]) == 2
+    assert "in use" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]
+
+
 def test_stale_temporary_checkpoints_are_removed_when_a_run_starts(tmp_path, caplog):
     dead, live = _dead_pid(), os.getppid()
     stale = [tmp_path / f".checkpoint.pth.{dead}.0badc0de.tmp", tmp_path / ".checkpoint.pth.k2j4_x9q.tmp",
