@@ -234,3 +234,16 @@ def test_seg_pretrained_of_another_width_names_the_file(narrow_checkpoint):
     cfg = load_config(SegConfig, REPO / "configs/seg/demo.yaml")
     with pytest.raises(CheckpointError, match=f"pretrained={narrow_checkpoint} does not fit the backbone"):
         load_pretrained_encoder(build_model(cfg), str(narrow_checkpoint))
+
+
+def test_classifier_of_other_classes_is_one_message(tmp_path):
+    from crossmae.classification.common import load_trained
+    from crossmae.classification.model import build_classifier
+    arch = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+    path = tmp_path / "ft.pth"
+    save_checkpoint({"model": build_classifier(10, **arch).state_dict(), "config": {"model": {"arch": "custom"}}},
+                    path)
+    with pytest.raises(CheckpointError) as e:  # before: torch's message pasted as a list of lines
+        load_trained(build_classifier(5, **arch), str(path))
+    msg = str(e.value)
+    assert "head.weight (10, 32) vs (5, 32)" in msg and "data.nb_classes" in msg and "\n" not in msg, msg

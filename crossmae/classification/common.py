@@ -9,7 +9,7 @@ import torch
 
 from ..config import to_dict
 from ..data import build_loader
-from ..engine.checkpoint import CheckpointError, load_checkpoint, model_state
+from ..engine.checkpoint import load_checkpoint, load_model_state, model_state
 from ..engine.logging import write_json
 from .data import check_classes, check_same_classes, dataset_name, imagefolder_dataset, resolve_demo
 from .evaluate import build_eval_loader, evaluate
@@ -92,11 +92,8 @@ def load_trained(model: torch.nn.Module, path: str) -> dict:
     """Weights of a trained classifier (our checkpoint, or a bare/official ``{"model": ...}`` file), strict."""
     ckpt = load_checkpoint(path)
     state = {k.removeprefix("module."): v for k, v in model_state(ckpt, path).items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit the classifier (model.arch, global_pool, nb_classes?): "
-                              f"{str(e).splitlines()[0]} {str(e).splitlines()[1:3]}") from e
+    load_model_state(model, {**ckpt, "model": state}, path,
+                     hint="Use the model.arch, global_pool and data.nb_classes of the run that wrote it.")
     return ckpt
 
 
