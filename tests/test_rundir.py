@@ -44,7 +44,7 @@ def _holder(pid: int, host: str | None = None, **kw) -> LockRecord:
 
 def _write_lock(out_dir, record: LockRecord):
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / LOCK_NAME).write_text(json.dumps(asdict(record)))
+    (out_dir / LOCK_NAME).write_text(json.dumps({**asdict(record), "from_a_later_version": 1}))
 
 
 def test_lock_names_this_process_is_reentrant_and_is_released(tmp_path):

@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .checkpoint import remove_stale_temp_files
@@ -105,8 +105,9 @@ def read_lock(path: str | os.PathLike) -> LockRecord | None:
     """The record in a lock file; None if it is unreadable (cut by a kill, or not ours)."""
     try:
         data = json.loads(Path(path).read_text())
-        return LockRecord(**data)
-    except (ValueError, TypeError):
+        known = {f.name for f in fields(LockRecord)}  # a later version may record more
+        return LockRecord(**{k: v for k, v in data.items() if k in known})
+    except (ValueError, TypeError, AttributeError):
         return None
 
 
