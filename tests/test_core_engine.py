@@ -147,7 +147,8 @@ def _ddp_worker(rank, world_size, port, out_dir, result_path):
     trainer.fit()
     if rank == 0:
         torch.save(trainer.module.state_dict(), result_path)
-    torch.distributed.destroy_process_group()
+    from crossmae.engine.distributed import cleanup
+    cleanup()
 
 
 class IndexedImages(RandomImages):

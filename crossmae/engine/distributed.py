@@ -100,4 +100,5 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 def cleanup() -> None:
     if dist.is_initialized():
+        dist.barrier()  # no rank tears down while another is still talking (gloo on torch 2.5 hangs otherwise)
         dist.destroy_process_group()

@@ -41,6 +41,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         metrics = evaluate(Oracle(), loader, torch.device("cpu"), "fp32", expected=N)
         seen = torch.tensor(list(loader.sampler))
         torch.save({"metrics": metrics, "seen": seen}, f"{out}.{rank}")
+        dist.barrier()  # both ranks done before teardown (gloo on torch 2.5 hangs otherwise)
     finally:
         dist.destroy_process_group()
 

@@ -69,6 +69,7 @@ def _reduce_worker(rank, world, port, preds, labels, out):
     res = m.compute()
     if rank == 0:
         out.put((res["mIoU"], res["aAcc"], res["num_images"]))
+    dist.barrier()
     dist.destroy_process_group()
 
 
