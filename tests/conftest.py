@@ -1,12 +1,25 @@
 """Shared fixtures: tiny models and a small pretrained checkpoint every downstream test can use."""
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
 import torch
 
 from tiny import REPO, TINY_CROSSMAE, tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _drop_crossmae_log_handlers():
+    """setup_logging binds handlers to the current test's stderr and run dir: drop them afterwards, so no
+    later test logs into a closed stream."""
+    yield
+    logger = logging.getLogger("crossmae")
+    for handler in logger.handlers[:]:
+        logger.removeHandler(handler)
+        handler.close()
+
 
 # one intra-op thread: tiny models gain nothing from more, and a loaded machine loses a lot (measured ~6x)
 torch.set_num_threads(int(os.environ.get("CROSSMAE_TEST_THREADS", "1")))
