@@ -136,7 +136,7 @@ def run(checkpoint: str, data: str, train_images: int = 5000, val_images: int = 
         random_init: bool = False, device: str = "auto") -> dict:
     """The standalone command: build the checkpoint's pretraining model, load it, score its encoder."""
     from .engine import init_distributed
-    from .engine.checkpoint import load_checkpoint, model_state
+    from .engine.checkpoint import load_checkpoint, load_model_state
     from .models import build_model
     ckpt = load_checkpoint(checkpoint)
     model_cfg = dict((ckpt.get("config") or {}).get("model") or {})
@@ -146,7 +146,7 @@ def run(checkpoint: str, data: str, train_images: int = 5000, val_images: int = 
     dist = init_distributed(device)
     model = build_model(model_cfg.pop("name"), **model_cfg)
     if not random_init:
-        model.load_state_dict(model_state(ckpt, checkpoint))
+        load_model_state(model, ckpt, checkpoint)
     model.to(dist.device)
     monitor = KnnMonitor(data, model.patch_embed.img_size[0], train_images, val_images, k, temperature,
                          batch_size, num_workers, pool)

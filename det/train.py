@@ -18,8 +18,9 @@ import torch
 from crossmae.cli import report_errors
 from crossmae.config import load_config, save_config, to_dict
 from crossmae.data import build_loader
-from crossmae.engine import (Trainer, build_adamw, init_distributed, load_checkpoint, model_state,
-                             steps_per_epoch, warmup_step)
+from crossmae.engine import (Trainer, build_adamw, init_distributed, load_checkpoint, steps_per_epoch,
+                             warmup_step)
+from crossmae.engine.checkpoint import load_model_state
 from crossmae.engine.logging import setup_logging, write_json
 from crossmae.engine.results import previous_metrics, rerun_metrics
 from crossmae.engine.loop import autocast, resolve_precision
@@ -190,7 +191,8 @@ def run(cfg, eval_only: bool = False) -> dict:
     if eval_only:
         weights = cfg.weights or cfg.resume or str(out_dir / "checkpoint.pth")
         ckpt = load_checkpoint(weights)
-        model.load_state_dict(model_state(ckpt, weights))
+        load_model_state(model, ckpt, weights, hint="--eval-only takes a trained detector of the same model.* "
+                         "config; a pretraining checkpoint goes in pretrained= instead.")
         summary["checkpoint"] = str((ckpt.get("config") or {}).get("pretrained", "") or "")
         summary["weights"] = str(Path(weights).resolve())
         logger.info("evaluating %s on %d images of %s", weights, len(val_set), val_set.ann_file)

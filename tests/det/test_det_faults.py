@@ -120,3 +120,14 @@ def test_malformed_masks_and_image_sizes_fail_when_the_file_is_opened(coco_copy,
     edit_json(ann, lambda d: (d["images"] if field == "width" else d["annotations"])[0].__setitem__(field, value))
     with pytest.raises(AnnotationError, match=message):
         load_coco(ann)
+
+
+def test_eval_only_with_weights_of_another_model_is_one_message(synthetic_coco, tiny_checkpoint, tiny_det_args,
+                                                                tmp_path, capsys):
+    """--eval-only given a pretraining checkpoint (not a trained detector): one line saying what differs."""
+    from det.train import cli
+    args = tiny_det_args + [f"data.root={synthetic_coco}", f"output_dir={tmp_path / 'run'}",
+                            f"weights={tiny_checkpoint}"]
+    assert cli(["--eval-only"] + args) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "trained detector" in err and "Traceback" not in err
