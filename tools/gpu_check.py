@@ -226,19 +226,20 @@ def loader(args) -> dict:
 
 
 def tasks(args) -> dict:
-    need_cuda()
+    if args.task_device != "cpu":  # --task-device cpu: check the command lines on a machine without a GPU
+        need_cuda()
+    dev = f"device={args.task_device}"
     out_dir = Path(args.output_dir) / "tasks"
     ckpt = out_dir / "pretrain" / "checkpoint.pth"
     runs = [
         ("pretrain", [sys.executable, "-m", "crossmae.cli", "pretrain", "--config", "configs/pretrain/demo.yaml",
-                      f"output_dir={out_dir / 'pretrain'}", "epochs=1", "device=cuda", "num_vis=0"]),
+                      f"output_dir={out_dir / 'pretrain'}", "epochs=1", dev, "num_vis=0"]),
         ("finetune", [sys.executable, "-m", "crossmae.cli", "finetune", "--config", "configs/finetune/demo.yaml",
-                      f"pretrained={ckpt}", f"output_dir={out_dir / 'finetune'}", "epochs=1", "device=cuda"]),
+                      f"pretrained={ckpt}", f"output_dir={out_dir / 'finetune'}", "epochs=1", dev]),
         ("det", [sys.executable, "-m", "det.train", "--config", "configs/det/tiny_cpu.yaml", f"pretrained={ckpt}",
-                 f"output_dir={out_dir / 'det'}", "epochs=1", "eval_every=1", "device=cuda"]),
+                 f"output_dir={out_dir / 'det'}", "epochs=1", "eval_every=1", dev]),
         ("seg", [sys.executable, "-m", "seg.train", "--config", "configs/seg/demo.yaml", f"pretrained={ckpt}",
-                 f"output_dir={out_dir / 'seg'}", "max_iters=20", "iters_per_epoch=10", "eval_every=2",
-                 "device=cuda"]),
+                 f"output_dir={out_dir / 'seg'}", "max_iters=20", "iters_per_epoch=10", "eval_every=2", "optim.warmup_iters=5", dev]),
     ]
     return _run_commands(runs, out_dir, args.task_timeout)
 
@@ -365,6 +366,7 @@ def main(argv=None) -> int:
     p.add_argument("--loader-images", type=int, default=1024)
     p.add_argument("--loader-batch", type=int, default=128)
     p.add_argument("--task-timeout", type=float, default=240, help="seconds per tiny task run")
+    p.add_argument("--task-device", default="cuda", help="device of the tiny task runs (cpu: check them without a GPU)")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.repeats < 1 or args.loader_images < 1 or args.workers < 0:
         p.error("--batch-size, --repeats and --loader-images must be >= 1, --workers >= 0")
