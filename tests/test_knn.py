@@ -1,0 +1,68 @@
+"""kNN monitor (crossmae/knn.py): the vote, disjoint shards, the pretraining hook and the demo check."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from crossmae.knn import KnnMonitor, knn_predict, run, subset
+
+
+def test_knn_predict_weighted_votes():
+    memory = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    queries = torch.tensor([[1.0, 0.05], [0.1, 1.0]])
+    assert knn_predict(memory, labels, queries, num_classes=2, k=3).tolist() == [0, 1]
+    # with k=3 every query sees all three; the close single neighbour must outvote two far ones
+    memory = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    labels = torch.tensor([1, 1, 0])
+    assert knn_predict(memory, labels, torch.tensor([[1.0, 0.0]]), 2, k=3, temperature=0.07).tolist() == [0]
+    assert knn_predict(memory, labels, torch.tensor([[1.0, 0.0]]), 2, k=3, temperature=100.0).tolist() == [1]
+
+
+def test_subset_is_fixed_and_bounded():
+    assert subset(10, 0) == list(range(10))
+    assert subset(10, 4) == subset(10, 4) and len(set(subset(10, 4))) == 4
+
+
+def test_shards_cover_each_image_once(pretrained_demo_run):
+    """Two ranks embed disjoint shards whose union is the whole subset."""
+    from crossmae.classification.evaluate import ShardSampler
+    mon = KnnMonitor(pretrained_demo_run / "demo_data", 32, train_images=50, val_images=20, num_workers=0)
+    assert len(mon.train) == 50 and len(mon.val) == 20 and mon.num_classes == 16
+    shards = [list(ShardSampler(len(mon.train), r, 2)) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == list(range(50)) and not set(shards[0]) & set(shards[1])
+
+
+@pytest.mark.xfail(strict=True, reason="measured: after the fixture's 8 demo epochs kNN does not separate a pretrained "
+                   "from a random encoder (76.0% vs 81.8%); see docs/tools.md, kNN monitor")
+def test_pretrained_encoder_beats_random(pretrained_demo_run):
+    """The demo's 16 classes are 16 photographs: colour statistics, which a random ViT keeps, nearly
+    identify them. Strict xfail: if pretraining starts to win here, this reports it."""
+    ckpt, data = pretrained_demo_run / "checkpoint.pth", pretrained_demo_run / "demo_data"
+    kw = dict(train_images=0, val_images=0, num_workers=0)
+    pretrained = run(str(ckpt), str(data), **kw)["knn_top1"]
+    random = run(str(ckpt), str(data), random_init=True, **kw)["knn_top1"]
+    assert pretrained > random + 2.0, (pretrained, random)
+
+
+def test_monitor_logged_during_pretraining(tmp_path, pretrained_demo_run):
+    from crossmae.pretrain import main
+    main(None, ["model.name=crossmae_vit_small_patch16", "model.img_size=32", "model.patch_size=4",
+                "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.decoder_embed_dim=32",
+                "model.decoder_depth=1", "model.decoder_num_heads=2", f"data.path={pretrained_demo_run / 'demo_data'}",
+                "data.num_workers=0", "epochs=2", "batch_size=64", "num_vis=0", f"output_dir={tmp_path}",
+                f"knn.path={pretrained_demo_run / 'demo_data'}", "knn.every=1", "knn.train_images=64",
+                "knn.val_images=32", "knn.num_workers=0"])
+    records = [json.loads(line) for line in (tmp_path / "epoch_log.jsonl").read_text().splitlines()]
+    tops = [r["eval"]["knn_top1"] for r in records]
+    assert len(tops) == 2 and all(0.0 <= t <= 100.0 for t in tops)
+    from crossmae.analysis.collect import curve_series, find_logs
+    series = curve_series(find_logs([tmp_path])[tmp_path.resolve()])
+    assert "eval knn_top1" in series and "eval knn_time_s" not in series
+
+
+def test_bad_settings_fail_up_front(tmp_path):
+    with pytest.raises(ValueError, match="temperature"):
+        KnnMonitor(tmp_path, 32, temperature=0)
