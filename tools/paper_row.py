@@ -187,8 +187,10 @@ def slurm_command(task: Task, partition: str | None, timeout_min: int) -> list[s
 def run_local(task: Task, threads: int | None = None) -> int:
     """Run one task to completion, its output in ``task.log``; returns the exit code."""
     task.output_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, NGPUS=str(task.gpus_per_node), PYTHONPATH=str(ROOT) + os.pathsep
-               + os.environ.get("PYTHONPATH", ""))
+    # launch.sh uses every local GPU (or one CPU process) unless NGPUS says otherwise; the toy runs ask for one
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if task.gpus_per_node == 1:
+        env["NGPUS"] = "1"
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     start = time.time()
@@ -212,7 +214,8 @@ def run_tasks(tasks: list[Task], mode: str, slurm: bool = False, partition: str 
         note = {"partial": " (resumes from checkpoint.pth)", "failed": " (failed before: retried)"}.get(state, "")
         if mode == "dry-run":
             cmd = slurm_command(task, partition, timeout_min) if slurm else local_command(task)
-            say(f"[{state}] {task.name}: {task.nodes} node(s) x {task.gpus_per_node} GPU(s){note}\n  "
+            where = "" if slurm else " (locally: every local GPU, or NGPUS)" if task.gpus_per_node > 1 else ""
+            say(f"[{state}] {task.name}: {task.nodes} node(s) x {task.gpus_per_node} GPU(s){where}{note}\n  "
                 + " ".join(cmd))
             by_state["pending"].append(task)
         elif mode == "slurm":
