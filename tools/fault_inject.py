@@ -7,7 +7,7 @@ each until it finishes, and check that it ends bitwise where an uninterrupted ru
 
 Per task, in a fresh directory: a reference run, then the same command restarted after every kill. Kills
 are timed (``timer``: sent by this script at a random moment of the run's wall time, start-up included;
-``fit``: a random moment after training starts, through epochs, evaluations, saves and the results write)
+``fit``: a random moment of the training left, through epochs, evaluations and saves)
 or planned inside the n-th checkpoint write of a process (``write``: half the bytes written; ``rename``:
 the temporary file complete, not yet renamed; ``after``: renamed, nothing after it done). Except for
 ``timer``, the run's own process sends itself the SIGKILL, from a hook this script installs in its child
@@ -114,8 +114,8 @@ class Fault:
             return self
         if self.kind == "timer":  # anywhere in the process's life, start-up included
             return Fault("timer", self.at * wall_s)
-        if self.kind == "fit":  # up to 1.2x the training left: into the evaluation and results writing too
-            return Fault("fit", self.at * 1.2 * fit_s * left)
+        if self.kind == "fit":  # within the training left (what comes after it: ``timer`` and ``after`` kills)
+            return Fault("fit", self.at * fit_s * left)
         return Fault(self.kind, 1 + int(self.at * max(1, math.ceil(saves * left))))
 
 
