@@ -201,10 +201,18 @@ def run_local(task: Task, threads: int | None = None) -> int:
 
 
 def run_tasks(tasks: list[Task], mode: str, slurm: bool = False, partition: str | None = None,
-              timeout_min: int = 4320, threads: int | None = None, say=print) -> dict[str, list[Task]]:
-    """Run every task not yet done (mode local), submit it (slurm) or print its command (dry-run, the
-    SLURM submission if ``slurm``); returns the tasks grouped by state."""
+              timeout_min: int = 4320, threads: int | None = None, say=print, jobs: int = 1) -> dict[str, list[Task]]:
+    """Run every task not yet done (mode local; ``jobs`` at a time), submit it (slurm) or print its command
+    (dry-run, the SLURM submission if ``slurm``); returns the tasks grouped by state."""
     by_state: dict[str, list[Task]] = {"done": [], "failed": [], "submitted": [], "pending": []}
+    if mode == "local" and jobs > 1:  # independent CPU runs side by side (tiny models use few threads well)
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(jobs) as pool:
+            parts = list(pool.map(lambda t: run_tasks([t], mode, threads=threads, say=say), tasks))
+        for part in parts:
+            for state, ts in part.items():
+                by_state[state] += [t for t in ts if t not in by_state[state]]
+        return by_state
     for task in tasks:
         state = task_state(task)
         if state == "done":
@@ -362,7 +370,7 @@ def toy_table(pretrain: list[Task], downstream: list[Task]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_toy(out: Path, preset: str, mode: str, threads: int | None, say=print) -> int:
+def run_toy(out: Path, preset: str, mode: str, threads: int | None, say=print, jobs: int = 1) -> int:
     start = time.time()
     if mode != "dry-run":
         make_toy_data(out, preset)
@@ -370,7 +378,7 @@ def run_toy(out: Path, preset: str, mode: str, threads: int | None, say=print) -
     states = run_tasks(pretrain, mode, threads=threads, say=say)
     if states["failed"]:
         return 1
-    states = run_tasks(downstream, mode, threads=threads, say=say)
+    states = run_tasks(downstream, mode, threads=threads, say=say, jobs=jobs)
     if mode == "dry-run":
         return 0
     table = toy_table(pretrain, downstream)
@@ -406,6 +414,7 @@ def parse(argv):
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--threads", type=int, default=None, help="OMP threads per local run (CPU)")
+    p.add_argument("--jobs", type=int, default=1, help="toy preset: downstream runs side by side (CPU)")
     return p.parse_args(argv)
 
 
@@ -415,7 +424,7 @@ def run(args) -> int:
     if args.preset:
         if args.slurm:
             raise ValueError("--preset runs locally (or --dry-run), not on SLURM")
-        return run_toy(out, args.preset, mode, args.threads)
+        return run_toy(out, args.preset, mode, args.threads, jobs=args.jobs)
     if not args.checkpoint or not args.roots:
         raise ValueError("give --checkpoint and --roots (or --preset toy)")
     if not Path(args.checkpoint).expanduser().is_file():
