@@ -123,6 +123,12 @@ def test_rerun_skips_done_retries_failed_and_reports_logs(tmp_path, monkeypatch)
     ran.clear()
     states = pr.run_tasks([done, failing, fresh], "local", say=lines.append)
     assert ran == ["failing"]  # finished ones skipped, the failed one retried
+    ran.clear()
+    fresh2 = _task(tmp_path, "fresh", ("top1",))
+    fresh2.output_dir = tmp_path / "fresh2"
+    states = pr.run_tasks([failing, fresh2], "local", say=lines.append, jobs=2)  # side by side: same bookkeeping
+    assert sorted(ran) == ["failing", "fresh"]
+    assert [t.output_dir.name for t in states["done"]] == ["fresh2"] and states["failed"] == [failing]
 
 
 def test_toy_tasks_identical_recipe_for_every_init(tmp_path):
