@@ -11,5 +11,5 @@ NGPUS="${NGPUS:-$("$PYTHON" -c 'import torch; print(max(1, torch.cuda.device_cou
 if [ "$NGPUS" -eq 1 ] && [ "${NNODES:-1}" -eq 1 ]; then
   exec "$PYTHON" "$@"
 fi
-exec torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --nproc_per_node="$NGPUS" \
+exec "$PYTHON" -m torch.distributed.run --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --nproc_per_node="$NGPUS" \
   --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" "$@"

@@ -188,7 +188,9 @@ def run_local(task: Task, threads: int | None = None) -> int:
     """Run one task to completion, its output in ``task.log``; returns the exit code."""
     task.output_dir.mkdir(parents=True, exist_ok=True)
     # launch.sh uses every local GPU (or one CPU process) unless NGPUS says otherwise; the toy runs ask for one
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # PYTHON: this interpreter, so a venv's python called without activating the venv runs the tasks too
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHON=sys.executable)
     if task.gpus_per_node == 1:
         env["NGPUS"] = "1"
     if threads:
