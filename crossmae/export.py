@@ -175,12 +175,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> Path:
-    try:
-        kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--model-kwargs is not valid JSON: {e}") from e
-    if not isinstance(kwargs, dict):
-        raise ValueError("--model-kwargs must be a JSON object")
+    from .analysis.loading import parse_model_kwargs
+    kwargs = parse_model_kwargs(args.model_kwargs)
     if args.global_pool and not args.timm:
         raise ValueError("--global-pool applies to --timm exports only")
     mode = "timm" if args.timm else "encoder" if args.encoder_only else "full"

@@ -136,14 +136,20 @@ def add_model_args(parser) -> None:
     parser.add_argument("--device", default="auto")
 
 
-def load_from_args(args) -> tuple[nn.Module, dict]:
+def parse_model_kwargs(text: str) -> dict:
+    """``--model-kwargs`` JSON -> keyword arguments, with one clear error for anything but a JSON object."""
     import json
     try:
-        kwargs = json.loads(args.model_kwargs)
+        kwargs = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"--model-kwargs is not valid JSON: {e}") from e
     if not isinstance(kwargs, dict):
         raise ValueError("--model-kwargs must be a JSON object")
+    return kwargs
+
+
+def load_from_args(args) -> tuple[nn.Module, dict]:
+    kwargs = parse_model_kwargs(args.model_kwargs)
     return load_pretrained(args.checkpoint, args.model, kwargs, resolve_device(args.device))
 
 

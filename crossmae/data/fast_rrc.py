@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 from PIL import Image
 
 from .folder import IMAGENET_MEAN, IMAGENET_STD, SafeImageFolder
-from .image import UNREADABLE, UnreadableImageError, default_max_pixels, to_rgb8
+from .image import UNREADABLE, open_image, to_rgb8
 
 logger = logging.getLogger("crossmae")
 
@@ -75,20 +74,8 @@ def random_resized_crop_file(path: str | Path, size: int = 224, scale=(0.2, 1.0)
     """Read ``path`` and return its RandomResizedCrop (+ random horizontal flip) as uint8 [3, size, size].
 
     Raises what PIL raises for unreadable files, or :class:`UnreadableImageError` under the read policy."""
-    limit = default_max_pixels() if max_pixels is None else int(max_pixels)
-    if Image.MAX_IMAGE_PIXELS is not None and (limit is None or limit > Image.MAX_IMAGE_PIXELS):
-        Image.MAX_IMAGE_PIXELS = limit  # PIL refuses above 2x its own limit before we can look
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit is enforced below
-        try:
-            im = Image.open(path)
-        except Image.DecompressionBombError as e:
-            raise UnreadableImageError(f"{path}: {e}") from e
-    with im:
+    with open_image(path, max_pixels) as im:  # header only; the pixel limit is enforced here
         width, height = im.size
-        if limit is not None and width * height > limit:
-            raise UnreadableImageError(f"{path}: {width}x{height} = {width * height} pixels is above the "
-                                       f"limit of {limit}")
         top, left, h, w = sample_box(width, height, scale, ratio, generator)
         if draft and im.format == "JPEG" and min(w, h) > size:
             im.draft("RGB", draft_request(width, height, w, h, size))
