@@ -73,12 +73,14 @@ def test_pixels_close_to_the_classic_pipeline_for_the_same_box(tmp_path):
     assert reduced >= 6
     # measured on this synthetic photo: 38-46 dB; on bundled photos (tools/bench_data.py) min 32.7 dB
     assert min(values) > 30, values
-    # without the reduced decode the same box gives exactly the classic pixels
+    # without the reduced decode the same box gives the classic pixels up to rounding (torch's uint8 bicubic
+    # is PIL's filter; measured 74-75 dB, at most 1 level apart)
     for seed in range(3):
         g = torch.Generator().manual_seed(seed)
-        exact = random_resized_crop_file(path, 224, flip=False, draft=False, generator=g).permute(1, 2, 0).numpy()
+        full = random_resized_crop_file(path, 224, flip=False, draft=False, generator=g).permute(1, 2, 0).numpy()
         box = sample_box(2000, 1500, (0.2, 1.0), generator=torch.Generator().manual_seed(seed))
-        assert np.array_equal(exact, classic_crop(path, box, 224)), seed
+        classic = classic_crop(path, box, 224)
+        assert psnr(full, classic) > 55 and np.abs(full.astype(int) - classic).max() <= 3, seed
 
 
 def test_normalize_uint8_equals_totensor_normalize():

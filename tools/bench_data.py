@@ -194,7 +194,7 @@ def main(argv=None) -> int:
           f"{spc['median']:.2f}x [{spc['min']:.2f}-{spc['max']:.2f}] CPU time")
     ps = summary["psnr_db"]
     print(f"  PSNR fast vs classic, same box: mean {ps['mean']:.1f} dB, min {ps['min']:.1f} dB "
-          f"({ps['identical']} of {ps['n']} identical: no reduced decode)")
+          f"({ps['identical']} of {ps['n']} bit-identical)")
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(summary, indent=2))

@@ -8,8 +8,9 @@ JPEG at full size, crops, resizes, and ships float32 tensors. Here, per image:
    torch RNG, so the same seed gives the same boxes);
 2. a JPEG whose crop will be shrunk to ``size`` anyway is decoded at 1/2, 1/4 or 1/8 scale through
    libjpeg's DCT scaling (``Image.draft``), never below ``size`` pixels of crop on either side;
-3. crop + bicubic resize to ``size`` (with the full-size decode, pixel-identical to the classic
-   crop-then-resize), then the flip;
+3. crop + bicubic resize to ``size``, then the flip. With a full-size decode the resize is torch's uint8
+   antialiased bicubic, PIL's own filter at about 5x its speed (>60 dB from the classic crop-then-resize);
+   after a reduced decode it is PIL's resize of the fractional box;
 4. the sample is a uint8 [3, size, size] tensor: 4x fewer bytes through worker queues, pinned memory
    and the host-to-device copy. :func:`normalize_uint8` turns the batch into the model's float input
    on the device.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .folder import IMAGENET_MEAN, IMAGENET_STD, SafeImageFolder
@@ -82,15 +84,23 @@ def random_resized_crop_file(path: str | Path, size: int = 224, scale=(0.2, 1.0)
         sx, sy = width / im.size[0], height / im.size[1]  # 1 unless draft reduced the decode
         if im.mode != "RGB":
             im = to_rgb8(im, path)  # also decodes; 16-bit scaled, not clipped
-        # crop to whole pixels around the (scaled) box first, so the filter clamps at the crop's edges as
-        # the classic crop-then-resize does: without a reduced decode the two are pixel-identical
-        x0, y0, x1, y1 = left / sx, top / sy, (left + w) / sx, (top + h) / sy
-        ix0, iy0 = math.floor(x0), math.floor(y0)
-        region = im.crop((ix0, iy0, math.ceil(x1), math.ceil(y1)))
-        out = region.resize((size, size), Image.BICUBIC, box=(x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0))
+        if sx == 1 and sy == 1:
+            # full-size decode, whole-pixel box: torch's uint8 antialiased bicubic is PIL's filter (same
+            # kernel; >60 dB from PIL's crop-then-resize) at about 5x the speed of PIL's resize
+            pixels = torch.from_numpy(np.array(im))  # [H, W, 3]; np.array: a writable copy
+            crop = pixels[top:top + h, left:left + w].permute(2, 0, 1).unsqueeze(0)
+            out = F.interpolate(crop, size=(size, size), mode="bicubic", antialias=True)[0]
+        else:
+            # reduced decode: the box is fractional in the smaller image. Crop to whole pixels around it
+            # first, so the filter clamps at the crop's edges as the classic crop-then-resize does
+            x0, y0, x1, y1 = left / sx, top / sy, (left + w) / sx, (top + h) / sy
+            ix0, iy0 = math.floor(x0), math.floor(y0)
+            region = im.crop((ix0, iy0, math.ceil(x1), math.ceil(y1)))
+            out = region.resize((size, size), Image.BICUBIC, box=(x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0))
+            out = torch.from_numpy(np.array(out)).permute(2, 0, 1)
     if flip and torch.rand(1, generator=generator).item() < 0.5:
-        out = out.transpose(Image.FLIP_LEFT_RIGHT)
-    return torch.from_numpy(np.array(out)).permute(2, 0, 1).contiguous()  # np.array: a writable copy
+        out = out.flip(-1)
+    return out.contiguous()
 
 
 class FastPretrainFolder(SafeImageFolder):
