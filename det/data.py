@@ -41,8 +41,6 @@ class AnnotationError(ValueError):
     pass
 
 
-
-
 def load_coco(ann_file: str | Path) -> COCO:
     """Open and validate a COCO instances file; raise :class:`AnnotationError` naming the problem."""
     ann_file = Path(ann_file)
@@ -161,8 +159,7 @@ class CocoInstances(torch.utils.data.Dataset):
         n_empty = sum(not v for v in self.anns.values())
         if any(self.skipped.values()) or (n_empty and filter_empty):
             logger.info("%s: skipped annotations %s; %d images without usable annotations %s", self.ann_file,
-                        self.skipped, sum(not v for v in self.anns.values()),
-                        "dropped" if filter_empty else "kept")
+                        self.skipped, n_empty, "dropped" if filter_empty else "kept")
         if not self.ids:
             raise AnnotationError(f"{self.ann_file}: no images left (with filter_empty={filter_empty})")
 

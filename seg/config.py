@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional
 
-from crossmae.config import POS_INT, Check
+from crossmae.config import Check
 
 
 @dataclass

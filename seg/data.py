@@ -93,14 +93,19 @@ def list_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
 LABEL_MODES = ("L", "P", "I", "I;16")
 
 
+def read_label(path: Path) -> np.ndarray:
+    """A label map's raw class indices; a SegDataError naming it unless it is single-channel."""
+    with Image.open(path) as an:
+        if an.mode not in LABEL_MODES:
+            raise SegDataError(f"annotation {path} has mode {an.mode}: expected a single-channel PNG of "
+                               f"class indices")
+        return np.asarray(an)
+
+
 def label_values(path: Path) -> list[int]:
     """The distinct values of a label map (one decode; bincount for 8-bit maps)."""
     try:
-        with Image.open(path) as an:
-            if an.mode not in LABEL_MODES:
-                raise SegDataError(f"annotation {path} has mode {an.mode}: expected a single-channel PNG of "
-                                   f"class indices")
-            a = np.asarray(an)
+        a = read_label(path)
     except SegDataError:
         raise
     except UNREADABLE as e:
@@ -222,16 +227,12 @@ class ADE20KDataset(Dataset):
         """The raw pair: image uint8 [H, W, 3] (RGB), label int64 [H, W] (after reduce_zero_label)."""
         img_path, ann_path = self.pairs[index]
         img = np.asarray(load_rgb(img_path))
-        with Image.open(ann_path) as an:
-            if an.mode not in LABEL_MODES:
-                raise SegDataError(f"annotation {ann_path} has mode {an.mode}: expected a single-channel PNG "
-                                   f"of class indices")
-            label = np.asarray(an)
-        _check_size(img.shape[1::-1], label.shape[::-1], img_path, ann_path)
-        label = reduce_zero_label(label) if self.reduce_zero_label else label.astype(np.int64)
+        raw_label = read_label(ann_path)
+        _check_size(img.shape[1::-1], raw_label.shape[::-1], img_path, ann_path)
+        label = reduce_zero_label(raw_label) if self.reduce_zero_label else raw_label.astype(np.int64)
         bad = (label != IGNORE_INDEX) & ((label < 0) | (label >= self.num_classes))
         if bad.any():
-            raw = np.unique(np.asarray(Image.open(ann_path))[bad])
+            raw = np.unique(raw_label[bad])
             raise SegDataError(f"annotation {ann_path} has values {raw[:5].tolist()} outside the class range "
                                f"(expected {self._expected()})")
         return torch.from_numpy(img.copy()), torch.from_numpy(label)

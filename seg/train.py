@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from crossmae.cli import report_errors
 from crossmae.config import load_config, save_config, to_dict
-from crossmae.engine import Trainer, init_distributed, load_checkpoint, model_state
+from crossmae.engine import Trainer, init_distributed, load_checkpoint
 from crossmae.engine.checkpoint import load_model_state
 from crossmae.engine.distributed import barrier
 from crossmae.engine.results import previous_metrics, rerun_metrics
