@@ -91,6 +91,8 @@ def random_flip(img, label, prob: float = 0.5, g=None):
 _HSV_SHIFT = 12
 _SDIV = torch.tensor([0] + [round((255 << _HSV_SHIFT) / i) for i in range(1, 256)], dtype=torch.int64)
 _HDIV180 = torch.tensor([0] + [round((180 << _HSV_SHIFT) / (6 * i)) for i in range(1, 256)], dtype=torch.int64)
+# OpenCV's HSV -> RGB sector_data: the table index of (b, g, r) for each sector
+_HSV_SECTORS = torch.tensor([[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]])
 
 
 def rgb_to_hsv_u8(img: torch.Tensor) -> torch.Tensor:
@@ -121,9 +123,7 @@ def hsv_u8_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     sector = torch.where(bad, torch.zeros_like(sector), sector).long()
     f = torch.where(bad, torch.zeros_like(f), f)
     tab = torch.stack([v, v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))])
-    # OpenCV's sector_data rows give the table index of (b, g, r) for each sector
-    sectors = torch.tensor([[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]])
-    idx = sectors[sector]  # [H, W, 3] = (b, g, r)
+    idx = _HSV_SECTORS[sector]  # [H, W, 3] = (b, g, r)
     pick = lambda k: tab.gather(0, idx[..., k][None])[0]  # noqa: E731
     rgb = torch.stack([pick(2), pick(1), pick(0)])
     return (rgb * 255.0).floor().clamp(0, 255)
