@@ -90,13 +90,14 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
     """Remove the temporary checkpoint files in ``directory`` that no live process on this host is writing
     (a kill during ``save_checkpoint`` leaves one). Call it only where no other host writes checkpoints into
     ``directory`` (``lock_run_dir`` does, holding the directory's lock). Returns the removed paths."""
+    from .rundir import pid_alive  # rundir imports this module
     removed = []
     for p in sorted(Path(directory).glob(".*.tmp")):
         m = _TEMP_NAME.match(p.name)
         if m is None or not m["name"].endswith((".pth", ".pt", ".safetensors", ".bin")):
             continue  # not one of ours
         pid = int(m["pid"]) if m["pid"] else None
-        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+        if pid is not None and pid != os.getpid() and pid_alive(pid):
             continue  # being written right now
         try:
             p.unlink()
@@ -104,16 +105,6 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
         except FileNotFoundError:
             pass
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 EXPECTED = "a torch.save file (ours, or the official CrossMAE/MAE release) or a .safetensors file"

@@ -102,7 +102,7 @@ class RunLogger:
         self._append("epoch_log.jsonl", {"epoch": epoch, "time": time.time(), **record})
         tb = self._writer()
         if tb is not None:
-            for k, v in _flatten(record).items():
+            for k, v in flatten_dict(record).items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     tb.add_scalar(f"epoch/{k}", v, epoch if step is None else step)
             tb.flush()
@@ -138,11 +138,12 @@ def rewind_jsonl(path: Path, key: str, last: int) -> int:
     return len(lines) - len(kept)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten_dict(d: dict, sep: str = "/", prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``; an empty dict is a leaf."""
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}/"))
+        if isinstance(v, dict) and v:
+            out.update(flatten_dict(v, sep, f"{prefix}{k}{sep}"))
         else:
             out[f"{prefix}{k}"] = v
     return out

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from .distributed import DistInfo, all_reduce_sum
-from .logging import RunLogger
+from .logging import RunLogger, flatten_dict
 from .optim import set_lr
 from .rundir import lock_run_dir
 
@@ -292,7 +292,7 @@ IGNORED_FIELDS = ("resume",)
 def config_differences(saved: dict, current: dict) -> tuple[dict[str, tuple], list[str]]:
     """``({dotted key: (saved, current)}, keys only one side has)`` over the leaves of two config dicts.
     Path-like strings naming the same file compare equal."""
-    a, b = _flatten_config(saved), _flatten_config(current)
+    a, b = flatten_dict(saved, "."), flatten_dict(current, ".")
     diffs = {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if not _same_value(a[k], b[k])}
     return diffs, sorted(a.keys() ^ b.keys())
 
@@ -324,16 +324,6 @@ def check_resume_config(saved: dict | None, current: dict, path: str | Path, ref
         raise CheckpointError(f"{what}. This output dir holds another experiment: choose a new output_dir, or "
                               f"pass resume={path} to continue that checkpoint under this config deliberately.")
     logger.warning("%s; resuming it as asked (resume=)", what)
-
-
-def _flatten_config(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten_config(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _same_value(a, b) -> bool:
