@@ -93,7 +93,7 @@ def fast_dataset(root: Path, size: int = 224, min_scale: float = 0.2, draft: boo
     return FastPretrainFolder(root, size, min_scale, draft=draft)
 
 
-def one_pass(dataset, indices: list[int], batch_size: int) -> tuple[float, int]:
+def one_pass(dataset, indices: list[int], batch_size: int) -> tuple[float, float, int]:
     """(wall seconds, process CPU seconds) to produce the batches of ``indices`` as a worker would, and
     the bytes per image of the batch. With one thread the CPU time is the work done, even while other
     jobs share the cores; wall time also counts waiting for them."""

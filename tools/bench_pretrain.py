@@ -82,6 +82,7 @@ def package_at(rev: str, name: str = "crossmae_before"):
     """Import the ``crossmae`` package as it was at git revision ``rev`` under the name ``name``
     (its imports are relative, so the copy is self-contained)."""
     import importlib
+    import io
     import subprocess
     import tarfile
     import tempfile
@@ -92,7 +93,6 @@ def package_at(rev: str, name: str = "crossmae_before"):
                               capture_output=True).stdout
     except subprocess.CalledProcessError as e:
         raise ValueError(f"--before {rev}: git archive failed: {e.stderr.decode().strip()}") from None
-    import io
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         tar.extractall(tmp, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(tmp)
     (tmp / "crossmae").rename(tmp / name)

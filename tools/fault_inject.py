@@ -263,9 +263,10 @@ def compare_runs(ref: Path, run: Path) -> list[str]:
         for key in ("model", "optimizer", "epoch", "step", "best"):
             _equal(a.get(key), b.get(key), f"{name}:{key}", problems)
     for log, keys in (("train_log.jsonl", ("step", "loss")), ("epoch_log.jsonl", ("epoch", "train_loss"))):
-        if _jsonl(ref / log, keys) != _jsonl(run / log, keys):
-            problems.append(f"{log}: {keys} differ: reference {_jsonl(ref / log, keys)[:6]}..., faulted "
-                            f"{_jsonl(run / log, keys)[:6]}... ({len(_jsonl(run / log, keys))} lines)")
+        expected, found = _jsonl(ref / log, keys), _jsonl(run / log, keys)
+        if expected != found:
+            problems.append(f"{log}: {keys} differ: reference {expected[:6]}..., faulted "
+                            f"{found[:6]}... ({len(found)} lines)")
     _equal(_metrics(ref / "results.json"), _metrics(run / "results.json"), "results.json:metrics", problems)
     leftovers = sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp") or p.name == "run.lock")
     if leftovers:

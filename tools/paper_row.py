@@ -72,11 +72,15 @@ class Task:
     gpus_per_node: int = 8
     group: dict = field(default_factory=dict)  # toy preset: what the run is (init, task, seed)
 
+    def _args(self, launcher: int) -> list[str]:
+        return ENTRIES[self.entry][launcher] + ["--config", self.config, *self.overrides,
+                                                f"output_dir={self.output_dir}"]
+
     def python_args(self) -> list[str]:
-        return ENTRIES[self.entry][0] + ["--config", self.config, *self.overrides, f"output_dir={self.output_dir}"]
+        return self._args(0)
 
     def slurm_args(self) -> list[str]:
-        return ENTRIES[self.entry][1] + ["--config", self.config, *self.overrides, f"output_dir={self.output_dir}"]
+        return self._args(1)
 
     @property
     def log(self) -> Path:
