@@ -11,16 +11,14 @@ which is how it is tested without a GPU.
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .fast_rrc import RATIO, sample_box
 from .folder import SafeImageFolder
-from .image import UNREADABLE, UnreadableImageError, default_max_pixels
+from .image import UNREADABLE, open_image
 
 logger = logging.getLogger("crossmae")
 
@@ -37,17 +35,8 @@ class EncodedCropFolder(SafeImageFolder):
 
     def encoded(self, path: str):
         data = Path(path).read_bytes()
-        limit = default_max_pixels() if self.max_pixels is None else int(self.max_pixels)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            try:
-                im = Image.open(path)  # header only
-            except Image.DecompressionBombError as e:
-                raise UnreadableImageError(f"{path}: {e}") from e
-        with im:
+        with open_image(path, self.max_pixels) as im:  # header only; the pixel limit is enforced here
             (width, height), fmt = im.size, im.format
-        if limit is not None and width * height > limit:
-            raise UnreadableImageError(f"{path}: {width}x{height} pixels is above the limit of {limit}")
         box = torch.tensor(sample_box(width, height, self.scale, RATIO), dtype=torch.int64)
         flip = bool(torch.rand(1).item() < 0.5)
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), box, flip, fmt == "JPEG"
@@ -58,13 +47,8 @@ class EncodedCropFolder(SafeImageFolder):
             try:
                 return (*self.encoded(path), target)
             except UNREADABLE as e:
-                self._count_skip(path, e)
+                self.skip(path, e)
         raise RuntimeError(f"{self.max_retries} unreadable images in a row from index {index} in {self.root}")
-
-    def _count_skip(self, path, e) -> None:
-        with self._skipped.get_lock():
-            self._skipped.value += 1
-        logger.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
 
 
 def collate_encoded(items: list) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -123,9 +123,7 @@ class FastPretrainFolder(SafeImageFolder):
                 return random_resized_crop_file(path, self.size, self.scale, draft=self.draft,
                                                 max_pixels=self.max_pixels), target
             except UNREADABLE as e:
-                with self._skipped.get_lock():
-                    self._skipped.value += 1
-                logger.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
+                self.skip(path, e)
         raise RuntimeError(f"{self.max_retries} unreadable images in a row from index {index} in {self.root}")
 
 

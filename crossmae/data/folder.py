@@ -68,11 +68,15 @@ class SkipsUnreadable:
         except UNREADABLE as e:
             if not self.skip_unreadable:
                 raise ImageReadError(path, e) from e
-            if count:
-                with self._skipped.get_lock():
-                    self._skipped.value += 1
-            logger.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
+            self.skip(path, e, count)
             return None
+
+    def skip(self, path: str, e: BaseException, count: bool = True) -> None:
+        """Log (and count) an unreadable image."""
+        if count:
+            with self._skipped.get_lock():
+                self._skipped.value += 1
+        logger.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
 
     def readable_images(self, n: int, max_tries: int = 100) -> list:
         """Up to ``n`` decoded images spread over the set (ImageFolder sorts by class), unreadable ones
