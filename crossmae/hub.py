@@ -130,10 +130,13 @@ def _fetch(model_id: str, filename: str, hub: dict) -> str | None:
         return None
 
 
+def _files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
 def _list_files(model_id: str, hub: dict) -> list[str]:
     if os.path.isdir(model_id):
-        root = Path(model_id)
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        return _files_under(Path(model_id))
     from huggingface_hub.utils import LocalEntryNotFoundError, RepositoryNotFoundError
     if hub.get("local_files_only"):
         from huggingface_hub import constants, snapshot_download
@@ -144,7 +147,7 @@ def _list_files(model_id: str, hub: dict) -> list[str]:
             cache = hub.get("cache_dir") or constants.HF_HUB_CACHE
             raise HubError(f"{model_id} is not in the local Hub cache ({cache}) and downloads are off "
                            f"(HF_HUB_OFFLINE=1 or local_files_only)") from e
-        return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        return _files_under(folder)
     from huggingface_hub import HfApi
     try:
         return sorted(HfApi(token=hub.get("token")).list_repo_files(model_id, revision=hub.get("revision")))

@@ -20,7 +20,6 @@ the toolkit's read policy (pixel limit, 16-bit scaling) from :mod:`crossmae.data
 """
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -31,8 +30,6 @@ from PIL import Image
 
 from .folder import IMAGENET_MEAN, IMAGENET_STD, SafeImageFolder
 from .image import UNREADABLE, open_image, to_rgb8
-
-logger = logging.getLogger("crossmae")
 
 RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's default aspect-ratio range
 
