@@ -204,10 +204,6 @@ def read_model_kwargs(run_dir: Path) -> tuple[dict, Problem | None]:
     return model, None
 
 
-def _model_kwargs(run_dir: Path) -> dict:
-    return read_model_kwargs(run_dir)[0]
-
-
 def _size(model_name: str, kwargs: dict) -> tuple[str | None, int]:
     """(size, resolution): the ViT size in the factory name, or "custom" when config.yaml overrides its
     architecture (then no published number applies)."""
@@ -236,8 +232,8 @@ def _custom_arch(model_name: str, kwargs: dict) -> str | None:
         return None
 
 
-def pretrain_row(path: Path, data: dict) -> Row:
-    kwargs = _model_kwargs(path.parent)
+def pretrain_row(path: Path, data: dict, kwargs: dict) -> Row:
+    """``kwargs``: the run's model arguments (:func:`read_model_kwargs`)."""
     # "factory" is the registered name the run was built from; "model" may be its honest description
     model = str(data.get("factory") or kwargs.get("name") or data.get("model", ""))
     size, resolution = _size(model, kwargs)
@@ -306,12 +302,12 @@ def build_rows(found: list[tuple[Path, dict]], problems: list[Problem]) -> tuple
     rows: dict[str, Row] = {}
     for path, data in found:
         if data["task"] == "pretrain":
-            problem = read_model_kwargs(path.parent)[1]
+            kwargs, problem = read_model_kwargs(path.parent)
             if problem:
                 problems.append(problem)
                 logger.warning("skipping %s: %s %s", path.parent, Path(problem.path).name, problem.message)
                 continue
-            row = pretrain_row(path, data)
+            row = pretrain_row(path, data, kwargs)
             if row.checkpoint in rows:
                 problems.append(Problem(str(path), "duplicate", f"a second pretraining result for {row.checkpoint}"))
             rows[row.checkpoint] = row
