@@ -123,6 +123,7 @@ class _Runner:
     cpu_times: list[float] = field(default_factory=list)
     peak_bytes: list[int] = field(default_factory=list)
     oom: bool = False
+    oom_message: str = ""
 
 
 def _sync(device: torch.device) -> None:
@@ -147,7 +148,9 @@ def saved_activation_bytes(model: nn.Module, imgs: torch.Tensor, precision: str)
         s = t.untyped_storage()
         if s.data_ptr() not in params:
             seen[s.data_ptr()] = s.nbytes()
-        return t
+        # detached: a saved output packed with its own grad_fn is a reference cycle through the autograd
+        # graph that Python's GC cannot break, which kept every measured forward's activations alive
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(precision, imgs.device):
         loss = model(imgs).loss
@@ -219,8 +222,8 @@ def time_configs(size: str, configs: list[BenchConfig], batch_size: int, repeats
                 for _ in range(steps_per_repeat):
                     step(r)
                 _sync(device)
-            except torch.OutOfMemoryError:  # reported like the paper's "OOM" entries; the others go on
-                r.oom = True
+            except torch.OutOfMemoryError as e:  # reported like the paper's "OOM" entries; the others go on
+                r.oom, r.oom_message = True, str(e).split("\n")[0][:300]
                 r.optimizer.zero_grad(set_to_none=True)
                 r.optimizer.state.clear()
                 torch.cuda.empty_cache()
@@ -241,6 +244,8 @@ def time_configs(size: str, configs: list[BenchConfig], batch_size: int, repeats
                "precision": precision, "oom": r.oom, "repeats": len(r.times), "impl": r.impl, "compile": compile,
                "fused_adamw": bool(r.optimizer.defaults.get("fused")),
                "activations_mb": activations[key] / 2 ** 20 if key in activations else None}
+        if r.oom:
+            res["oom_message"] = r.oom_message
         if r.times and not r.oom:
             med = statistics.median(r.times)
             res.update(step_s_median=med, step_s_min=min(r.times), step_s_max=max(r.times),

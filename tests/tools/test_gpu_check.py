@@ -16,7 +16,7 @@ gpu_check = load_tool("gpu_check")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only report")
 def test_cpu_report_skips_gpu_sections_with_reasons(tmp_path):
     rc = gpu_check.main(["--output-dir", str(tmp_path), "--workers", "0", "--loader-images", "6",
-                         "--loader-batch", "3"])
+                         "--loader-batch", "3", "--loader-batches-per-worker", "2"])
     assert rc == 0
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = report["sections"]
