@@ -39,6 +39,7 @@ class Check:
     length: int | None = None
     ordered: bool = False
     choices: tuple[str, ...] = ()
+    casefold: bool = False  # choices match in any case (a YAML true reaches a str field as "True")
 
     def describe(self) -> str:
         if self.choices:
@@ -72,7 +73,7 @@ class Check:
         if value is None:
             return True
         if self.choices:
-            return value in self.choices
+            return (str(value).lower() if self.casefold else value) in self.choices
         if isinstance(value, (list, tuple)):
             if self.length is not None and len(value) != self.length:
                 return False
@@ -101,6 +102,7 @@ CHECKS: dict[str, Check] = {
     "save_every": POS_INT, "log_every": POS_INT, "eval_every": POS_INT, "keep_every": NONNEG_INT,
     "num_vis": NONNEG_INT, "seed": NONNEG_INT, "num_workers": NONNEG_INT,
     "precision": Check(choices=("auto", "bf16", "fp16", "fp32")),
+    "compile": Check(choices=("auto", "true", "false"), casefold=True),  # bool in the task schemas: passes
     "attention": Check(choices=("sdpa", "flash")),
     "eval_backend": Check(choices=("pycocotools", "faster_coco_eval")),
     # optimisation
@@ -299,7 +301,7 @@ class PretrainConfig:
     global_batch_size: Optional[int] = None  # if set, accum_iter = global / (batch_size * processes)
     accum_iter: int = 1
     precision: str = "auto"  # auto (bf16 on capable GPUs, fp32 on CPU) | bf16 | fp16 | fp32
-    compile: bool = False
+    compile: str = "auto"  # auto (torch.compile on CUDA, where it is faster; eager on CPU) | true | false
     attention: str = "sdpa"  # sdpa | flash (the flash-attn package)
     device: str = "auto"
     seed: int = 0

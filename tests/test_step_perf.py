@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crossmae.engine import DistInfo, Trainer, build_adamw, warmup_cosine
-from crossmae.engine.loop import resolve_precision
+from crossmae.engine.loop import resolve_compile, resolve_precision
 from crossmae.masking import Masks, gather_tokens, mask_counts, random_masking
 from crossmae.models.pos_embed import patchify
 
@@ -180,6 +180,21 @@ def test_cpu_autocast_needs_an_explicit_override():
     assert resolve_precision("bf16", torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16", torch.device("cpu"), allow_cpu=True) == "bf16"
     assert resolve_precision("auto", torch.device("cpu"), allow_cpu=True) == "fp32"
+
+
+def test_compile_auto_means_cuda_only_and_the_config_accepts_yaml_booleans(tmp_path):
+    from crossmae.config import ConfigError, PretrainConfig, load_config
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_compile("auto", cuda) and not resolve_compile("auto", cpu)
+    assert resolve_compile(True, cpu) and resolve_compile("True", cpu) and not resolve_compile(False, cuda)
+    with pytest.raises(ValueError, match="compile must be auto, true or false"):
+        resolve_compile("yes", cpu)
+    assert load_config(PretrainConfig).compile == "auto"
+    assert resolve_compile(load_config(PretrainConfig, overrides=["compile=true"]).compile, cpu)
+    (tmp_path / "c.yaml").write_text("compile: false\n")
+    assert not resolve_compile(load_config(PretrainConfig, tmp_path / "c.yaml").compile, cuda)
+    with pytest.raises(ConfigError, match="compile='sometimes'.*one of auto, true, false"):
+        load_config(PretrainConfig, overrides=["compile=sometimes"])
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -362,7 +362,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile-sizes", nargs="*", choices=list(B.SIZES), default=["base"],
                    help="sizes also timed with torch.compile (compiling costs ~1 min per model)")
     p.add_argument("--configs", nargs="+", default=list(B.PAPER_CONFIGS))
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=256, help="per-GPU batch of the ViT-B/L pretraining recipes")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak (default: by GPU name)")
     p.add_argument("--attention", default="sdpa", choices=["sdpa", "flash"])
