@@ -11,8 +11,6 @@ the model (and by :data:`CHECKS` for the names it shares).
 from __future__ import annotations
 
 import math
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional
@@ -227,25 +225,11 @@ def to_dict(cfg: DictConfig) -> dict:
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:
-    """Write the YAML to a temporary file beside ``path`` and rename it over ``path``: a kill or a
-    full disk mid-write leaves the previous config.yaml (or none), never a truncated one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Written atomically: a kill or a full disk mid-write leaves the previous config.yaml (or none),
+    never a truncated one."""
+    from .engine.checkpoint import atomic_write
     text = OmegaConf.to_yaml(cfg)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:  # name the file in the one-line report
-            e.filename = str(path)
-        raise
+    atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 @dataclass

@@ -152,10 +152,21 @@ def test_user_errors_still_exit_2(capsys):
     assert capsys.readouterr().err == "x: error: data.path /nope does not exist\n"
 
 
-def test_save_config_is_atomic(tmp_path, monkeypatch):
-    """A write cut by a full disk leaves the previous config.yaml whole (it was truncated before)."""
-    path = tmp_path / "config.yaml"
-    save_config(load_config(PretrainConfig, None, ["epochs=5"]), path)
+def _save_epochs_config(path, epochs):
+    save_config(load_config(PretrainConfig, None, [f"epochs={epochs}"]), path)
+
+
+def _save_epochs_json(path, epochs):
+    from crossmae.engine.logging import write_json
+    write_json(path, {"epochs": epochs})
+
+
+@pytest.mark.parametrize("save, name", [(_save_epochs_config, "config.yaml"), (_save_epochs_json, "results.json")])
+def test_config_and_results_writes_are_atomic(tmp_path, monkeypatch, save, name):
+    """A write cut by a full disk leaves the previous file whole (config.yaml was truncated before, and
+    results.json left a .tmp beside it) and no temporary file."""
+    path = tmp_path / name
+    save(path, 5)
     before = path.read_text()
     real_open = io.open
 
@@ -183,11 +194,11 @@ def test_save_config_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(io, "open", opener)
     monkeypatch.setattr(builtins, "open", opener)
     with pytest.raises(OSError) as e:
-        save_config(load_config(PretrainConfig, None, ["epochs=7"]), path)
+        save(path, 7)
     monkeypatch.undo()
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
     assert path.read_text() == before and OmegaConf.load(path).epochs == 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
 def test_directory_as_checkpoint(tmp_path):

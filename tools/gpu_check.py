@@ -8,7 +8,7 @@ Sections (each reports ok / failed / skipped with its reason; a failure does not
   environment  torch / CUDA / GPU / optional packages
   step         bf16 training step (forward + backward + fused AdamW) of ViT-B and ViT-L, CrossMAE g0.25 and
                g0.75 (decoder depth 12) and MAE (depth 8): images/s, MFU, peak memory; torch.compile on and
-               off (compile for --compile-sizes only, to stay within the time budget)
+               off (compile for --compile-sizes only, to stay within the time budget; --compile-modes)
   sdpa         which scaled_dot_product_attention kernels actually ran in a training step (fails on the
                math fallback)
   flash_attn   attention=flash (the flash-attn package) vs SDPA on the same weights and masks, if installed
@@ -87,7 +87,8 @@ def step(args) -> dict:
     peak = args.peak_tflops or B.peak_tflops(torch.cuda.get_device_name(0))
     rows = []
     for size in args.sizes:
-        for compile in (False, True) if size in args.compile_sizes else (False,):
+        for compile in [False, *(m if m != "default" else True for m in args.compile_modes)] \
+                if size in args.compile_sizes else (False,):
             timed = B.time_configs(size, configs, args.batch_size, args.repeats, warmup=2, steps_per_repeat=5,
                                    device="cuda", precision="bf16", compile=compile, progress=False)
             B.add_mfu(timed, counted, peak)
@@ -361,6 +362,10 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="+", choices=list(B.SIZES), default=["base", "large"])
     p.add_argument("--compile-sizes", nargs="*", choices=list(B.SIZES), default=["base"],
                    help="sizes also timed with torch.compile (compiling costs ~1 min per model)")
+    p.add_argument("--compile-modes", nargs="+", default=["default"],
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="torch.compile modes timed for --compile-sizes (reduce-overhead: CUDA graphs, against "
+                        "the launch overhead of small per-GPU batches)")
     p.add_argument("--configs", nargs="+", default=list(B.PAPER_CONFIGS))
     p.add_argument("--batch-size", type=int, default=256, help="per-GPU batch of the ViT-B/L pretraining recipes")
     p.add_argument("--repeats", type=int, default=5)

@@ -126,6 +126,10 @@ class _Runner:
     oom_message: str = ""
 
 
+def _compiled(model: nn.Module, compile: bool | str) -> nn.Module:
+    return torch.compile(model, mode=compile) if isinstance(compile, str) else torch.compile(model)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -162,7 +166,7 @@ def time_configs(size: str, configs: list[BenchConfig], batch_size: int, repeats
                  steps_per_repeat: int = 1, img_size: int = 224, device: str | torch.device = "cpu",
                  precision: str = "auto", seed: int = 0, progress: bool = True,
                  overrides: dict | None = None, builders: dict[str, Builder] | None = None,
-                 compile: bool = False) -> list[dict]:
+                 compile: bool | str = False) -> list[dict]:
     """Measured training steps (forward, backward, AdamW step) of every configuration, interleaved.
 
     Returns one dict per configuration: wall-clock step time (median / min / max over repeats, seconds),
@@ -175,7 +179,8 @@ def time_configs(size: str, configs: list[BenchConfig], batch_size: int, repeats
     (tag, configuration) pair is timed in the same interleaved rounds, so e.g. the code of an earlier
     commit ("before") and the current one ("after") meet the same machine conditions. Each result
     carries its tag as ``impl`` and its per-repeat times, for paired ratios. ``compile`` times
-    ``torch.compile(model)`` (the first, untimed warmup round compiles)."""
+    ``torch.compile(model)``, or with that ``mode`` if it is a string such as "reduce-overhead" (CUDA graphs);
+    the first, untimed warmup round compiles."""
     device = torch.device(device)
     precision = resolve_precision(precision, device)
     builders = builders or {"": default_builder}
@@ -188,7 +193,7 @@ def time_configs(size: str, configs: list[BenchConfig], batch_size: int, repeats
             imgs = torch.randn(batch_size, 3, img_size, img_size, device=device,
                                generator=torch.Generator(device).manual_seed(seed))
             runners.append(_Runner(cfg, model, optimizer, imgs, impl,
-                                   torch.compile(model) if compile else model))
+                                   _compiled(model, compile) if compile else model))
     activations = {}
     for r in runners:
         try:

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..engine.checkpoint import CheckpointError, load_checkpoint, model_state
+from ..engine.distributed import resolve_device
 from ..models import build_model
 from ..models.naming import describe_model, registered_or_described
 
@@ -119,12 +120,6 @@ def image_size(model: nn.Module) -> int:
 def move_masks(masks, device):
     """A Masks tuple on another device."""
     return type(masks)(*(t.to(device) for t in masks))
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def add_model_args(parser) -> None:

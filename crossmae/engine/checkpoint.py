@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import errno
-import functools
 import os
 import pickle
 import random
 import re
 import secrets
 from pathlib import Path
+from typing import IO, Callable
 
 import numpy as np
 import torch
@@ -27,46 +27,41 @@ class CheckpointError(ValueError):
     pass
 
 
-def _names_path_in_errors(save):
-    """A failed write (full disk, quota, read-only file system) raises an OSError that names the
-    checkpoint: writes through a file object raise one without a file name, and torch's own writer a
-    RuntimeError. Either becomes one line from crossmae.cli.report_errors."""
-    @functools.wraps(save)
-    def wrapper(state: dict, path: str | os.PathLike) -> None:
-        try:
-            save(state, path)
-        except OSError as e:
-            if e.filename is None:
-                e.filename = str(path)
-            raise
-        except RuntimeError as e:
-            if "write" not in str(e):
-                raise
-            raise OSError(errno.EIO, f"writing failed, disk full? ({str(e).splitlines()[0]})", str(path)) from e
-    return wrapper
-
-
-@_names_path_in_errors
-def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``:
-    a crash or kill at any point leaves the previous file intact. The file gets the permissions every
-    other file gets (0666 less the umask), so colleagues on a shared cluster can read it; the temporary
-    name carries the writer's pid, so a later run can tell (and remove) ones that killed runs left."""
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = True) -> None:
+    """Write through ``write(file)`` to a temporary file in the same directory, fsync, then rename over
+    ``path``: a crash, kill or full disk at any point leaves the previous file intact. The file gets the
+    permissions every other file gets (0666 less the umask), so colleagues on a shared cluster can read it;
+    the temporary name carries the writer's pid, so a later run can tell (and remove) ones that killed runs
+    left. A failed write raises an OSError naming ``path`` (writes through a file object raise one without
+    a file name, torch's own writer a RuntimeError): one line from crossmae.cli.report_errors."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+        try:
+            with os.fdopen(fd, "wb" if binary else "w") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
         raise
+    except RuntimeError as e:
+        if "write" not in str(e):
+            raise
+        raise OSError(errno.EIO, f"writing failed, disk full? ({str(e).splitlines()[0]})", str(path)) from e
     _fsync_dir(path.parent)  # make the rename itself durable
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from .checkpoint import atomic_write
 from .distributed import is_main_process
 from .rundir import lock_run_dir
 
@@ -151,7 +152,5 @@ def flatten_dict(d: dict, sep: str = "/", prefix: str = "") -> dict:
 
 def write_json(path: str | Path, data: dict) -> None:
     """Results files (what tools/collect.py reads), written whole via a rename."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
+    text = json.dumps(data, indent=2, sort_keys=True)
+    atomic_write(path, lambda f: f.write(text), binary=False)

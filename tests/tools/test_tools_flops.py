@@ -150,3 +150,14 @@ def test_bench_tool_writes_json(tmp_path, capsys):
     assert data["threads"] == 1
     assert len(data["flops"]) == len(B.CONFIGS) and [t["config"] for t in data["timing"]] == ["mae-d8", "cross0.75-d12"]
     assert "MAE d8" in capsys.readouterr().out
+
+
+def test_compile_mode_reaches_torch_compile(monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: seen.append(kw) or model)
+    small = {k: v for k, v in TINY.items() if k != "img_size"}
+    for compile in (True, "reduce-overhead"):
+        timed = B.time_configs("small", B.parse_configs(["cross0.25-d8"]), batch_size=2, repeats=1, img_size=32,
+                               progress=False, overrides=small, compile=compile)
+        assert timed[0]["compile"] == compile and timed[0]["repeats"] == 1
+    assert seen == [{}, {"mode": "reduce-overhead"}]
