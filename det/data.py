@@ -20,7 +20,6 @@ import contextlib
 import io
 import json
 import logging
-import multiprocessing
 import os
 import random
 from pathlib import Path
@@ -32,7 +31,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torchvision.transforms.functional import pil_to_tensor
 
-from crossmae.data.image import UNREADABLE, ImageReadError, load_rgb
+from crossmae.data.image import UNREADABLE, ImageReadError, SkipCount, first_readable, load_rgb
 
 logger = logging.getLogger("crossmae")
 
@@ -150,7 +149,7 @@ class CocoInstances(torch.utils.data.Dataset):
         self.num_classes = len(self.cat_ids)
         self.skipped = {"crowd": 0, "degenerate_box": 0, "box_outside_image": 0, "no_mask": 0}
         self.skip_unreadable = skip_unreadable
-        self._unreadable = multiprocessing.get_context("spawn").Value("i", 0)  # shared by the loader's workers
+        self._skips = SkipCount()
         on_disk = self._on_disk(missing_images)
         self.anns: dict[int, list[dict]] = {}
         for img_id in sorted(self.coco.imgs):
@@ -230,22 +229,17 @@ class CocoInstances(torch.utils.data.Dataset):
 
     def num_skipped(self) -> int:
         """Unreadable images skipped so far (training); the loop logs it as ``skipped_images``."""
-        return int(self._unreadable.value)
+        return int(self._skips)
 
     def __getitem__(self, index: int):
-        for attempt in range(10 if self.skip_unreadable else 1):
-            img_id = self.ids[(index + attempt) % len(self.ids)]
-            try:
-                img = self.load_image(img_id)
-                break
-            except ImageReadError as e:
-                if not self.skip_unreadable:
-                    raise
-                with self._unreadable.get_lock():
-                    self._unreadable.value += 1
-                logger.warning("skipping %s", e)
-        else:
-            raise OSError(f"10 unreadable images in a row from index {index} in {self.image_dir}")
+        def unreadable(i: int, e: Exception) -> None:
+            if not self.skip_unreadable:
+                raise e
+            self._skips.add()
+            logger.warning("skipping %s", e)
+
+        img, img_id = first_readable(lambda i: (self.load_image(self.ids[i]), self.ids[i]), index, len(self.ids),
+                                     unreadable, self.image_dir, errors=(ImageReadError,))
         target = self.target(img_id) if self.with_targets else {"image_id": img_id}
         if self.transform is not None:
             img, target = self.transform(img, target)

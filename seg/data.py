@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from crossmae.data.image import UNREADABLE, ImageReadError, load_rgb, open_image
+from crossmae.data.image import UNREADABLE, ImageReadError, SkipCount, first_readable, load_rgb, open_image
 
 from .transforms import IGNORE_INDEX
 
@@ -173,7 +172,7 @@ class ADE20KDataset(Dataset):
         self.reduce_zero_label = reduce_zero_label
         self.pairs = list_pairs(self.root, split)
         self.skip_unreadable = skip_unreadable  # training: skip + count an undecodable image; evaluation: stop
-        self._unreadable = multiprocessing.get_context("spawn").Value("i", 0)  # shared by the loader's workers
+        self._skips = SkipCount()
         if class_names is None:
             class_names = ADE20K_CLASSES if num_classes == len(ADE20K_CLASSES) else [str(i) for i in range(num_classes)]
         if len(class_names) != num_classes:
@@ -239,24 +238,18 @@ class ADE20KDataset(Dataset):
 
     def num_skipped(self) -> int:
         """Unreadable images skipped so far (training); the loop logs it as ``skipped_images``."""
-        return int(self._unreadable.value)
+        return int(self._skips)
 
     def __getitem__(self, index: int):
-        for attempt in range(10 if self.skip_unreadable else 1):
-            i = (index + attempt) % len(self.pairs)
-            try:
-                img, label = self.load(i)
-                break
-            except UNREADABLE as e:
-                if isinstance(e, SegDataError):  # bad labels are errors, not skips
-                    raise
-                if not self.skip_unreadable:
-                    raise ImageReadError(" / ".join(map(str, self.pairs[i])), e) from e
-                with self._unreadable.get_lock():
-                    self._unreadable.value += 1
-                logger.warning("skipping unreadable pair %s / %s (%s: %s)", *self.pairs[i], type(e).__name__, e)
-        else:
-            raise OSError(f"10 unreadable images in a row from index {index} in {self.root / 'images' / self.split}")
+        def unreadable(i: int, e: Exception) -> None:
+            if isinstance(e, SegDataError):  # bad labels are errors, not skips
+                raise e
+            if not self.skip_unreadable:
+                raise ImageReadError(" / ".join(map(str, self.pairs[i])), e) from e
+            self._skips.add()
+            logger.warning("skipping unreadable pair %s / %s (%s: %s)", *self.pairs[i], type(e).__name__, e)
+
+        img, label = first_readable(self.load, index, len(self.pairs), unreadable, self.root / "images" / self.split)
         if self.transform is not None:
             return self.transform(img, label)
         return img, label

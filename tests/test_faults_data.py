@@ -146,3 +146,25 @@ def test_an_evaluation_set_refuses_an_unreadable_image_instead_of_substituting_o
     assert cli(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "error: unreadable image" in err[-1] and "val/a/2.png" in err[-1]
+
+
+def test_first_readable_skips_counts_and_gives_up_after_ten_in_a_row():
+    from crossmae.data.image import MAX_SKIPS_IN_A_ROW, SkipCount, first_readable
+    bad = {3, 4, 5}
+    skips, seen = SkipCount(), []
+
+    def load(i):
+        if i in bad:
+            raise OSError(f"broken {i}")
+        return i
+
+    def on_unreadable(i, e):
+        seen.append(i)
+        skips.add()
+
+    assert first_readable(load, 3, 8, on_unreadable, "here") == 6 and seen == [3, 4, 5] and int(skips) == 3
+    assert first_readable(load, 7, 8, on_unreadable, "here") == 7  # wraps around the end, none skipped
+    with pytest.raises(OSError, match=f"{MAX_SKIPS_IN_A_ROW} unreadable images in a row from index 0 in /data"):
+        first_readable(lambda i: load(3), 0, 100, on_unreadable, "/data")
+    with pytest.raises(KeyError):  # not an unreadable-file error: a bug, and it propagates
+        first_readable(lambda i: {}[i], 0, 4, on_unreadable, "here")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .fast_rrc import RATIO, sample_box
 from .folder import SafeImageFolder
-from .image import UNREADABLE, open_image
+from .image import first_readable, open_image
 
 logger = logging.getLogger("crossmae")
 
@@ -42,13 +42,8 @@ class EncodedCropFolder(SafeImageFolder):
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), box, flip, fmt == "JPEG"
 
     def __getitem__(self, index: int):
-        for attempt in range(self.max_retries):
-            path, target = self.samples[(index + attempt) % len(self.samples)]
-            try:
-                return (*self.encoded(path), target)
-            except UNREADABLE as e:
-                self.skip(path, e)
-        raise RuntimeError(f"{self.max_retries} unreadable images in a row from index {index} in {self.root}")
+        return first_readable(lambda i: (*self.encoded(self.samples[i][0]), self.samples[i][1]), index,
+                              len(self.samples), lambda i, e: self.unreadable(self.samples[i][0], e), self.root)
 
 
 def collate_encoded(items: list) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

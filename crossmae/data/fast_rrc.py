@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .folder import IMAGENET_MEAN, IMAGENET_STD, SafeImageFolder
-from .image import UNREADABLE, open_image, to_rgb8
+from .image import open_image, to_rgb8
 
 RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's default aspect-ratio range
 
@@ -113,15 +113,8 @@ class FastPretrainFolder(SafeImageFolder):
             raise ValueError(f"size must be >= 1 and min_scale in (0, 1], got {size} and {min_scale}")
         self.size, self.scale, self.draft, self.max_pixels = size, (min_scale, 1.0), draft, max_pixels
 
-    def __getitem__(self, index: int):
-        for attempt in range(self.max_retries):
-            path, target = self.samples[(index + attempt) % len(self.samples)]
-            try:
-                return random_resized_crop_file(path, self.size, self.scale, draft=self.draft,
-                                                max_pixels=self.max_pixels), target
-            except UNREADABLE as e:
-                self.skip(path, e)
-        raise RuntimeError(f"{self.max_retries} unreadable images in a row from index {index} in {self.root}")
+    def load_sample(self, path: str) -> torch.Tensor:
+        return random_resized_crop_file(path, self.size, self.scale, draft=self.draft, max_pixels=self.max_pixels)
 
 
 def normalize_uint8(imgs: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD,

@@ -4,13 +4,12 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import multiprocessing
 from pathlib import Path
 
 import torch
 from torchvision import datasets, transforms
 
-from .image import UNREADABLE, ImageReadError, load_rgb
+from .image import UNREADABLE, ImageReadError, SkipCount, first_readable, load_rgb
 
 logger = logging.getLogger("crossmae")
 
@@ -49,39 +48,41 @@ class SkipsUnreadable:
     ``sample_list()`` names its samples. ``skip_unreadable = False`` (evaluation sets, where a substitute
     would change the score) makes an unreadable image an :class:`ImageReadError` naming it instead."""
 
-    max_retries = 10
     skip_unreadable = True
 
     def _init_skips(self) -> None:
-        self._skipped = multiprocessing.get_context("spawn").Value("i", 0)
+        self._skips = SkipCount()
 
     def sample_list(self) -> list:
         return self.samples
 
     def num_skipped(self) -> int:
-        return int(self._skipped.value)
+        return int(self._skips)
 
     def read(self, path: str, count: bool = True):
         """The decoded image, or None after logging (and counting) an unreadable one."""
         try:
             return self.loader(path)  # decodes fully, so broken files fail here
         except UNREADABLE as e:
-            if not self.skip_unreadable:
-                raise ImageReadError(path, e) from e
-            self.skip(path, e, count)
+            self.unreadable(path, e, count)
             return None
 
-    def skip(self, path: str, e: BaseException, count: bool = True) -> None:
-        """Log (and count) an unreadable image."""
+    def load_sample(self, path: str):
+        """What one sample's file becomes before ``transform``; what it raises for a bad file is skipped."""
+        return self.loader(path)
+
+    def unreadable(self, path: str, e: BaseException, count: bool = True) -> None:
+        """Log (and count) an unreadable image; where no substitute is allowed, raise an ImageReadError."""
+        if not self.skip_unreadable:
+            raise ImageReadError(path, e) from e
         if count:
-            with self._skipped.get_lock():
-                self._skipped.value += 1
+            self._skips.add()
         logger.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
 
     def readable_images(self, n: int, max_tries: int = 100) -> list:
         """Up to ``n`` decoded images spread over the set (ImageFolder sorts by class), unreadable ones
         replaced by later files; raises a ValueError when none of the files tried can be read, so a
-        folder of broken files fails before training rather than after ``max_retries`` in an epoch."""
+        folder of broken files fails before training rather than after ``MAX_SKIPS_IN_A_ROW`` in an epoch."""
         samples = self.sample_list()
         step = max(1, len(samples) // max(n, 1))
         spread = list(range(0, len(samples), step))[:n]
@@ -102,19 +103,15 @@ class SkipsUnreadable:
 
     def __getitem__(self, index: int):
         samples = self.sample_list()
-        for attempt in range(self.max_retries):
-            path, target = samples[(index + attempt) % len(samples)]
-            img = self.read(path)
-            if img is None:
-                continue
-            # transform errors are bugs, not bad files: they propagate
-            if getattr(self, "transform", None) is not None:
-                img = self.transform(img)
-            if getattr(self, "target_transform", None) is not None:
-                target = self.target_transform(target)
-            return img, target
-        raise RuntimeError(f"{self.max_retries} unreadable images in a row from index {index} in "
-                           f"{getattr(self, 'root', '?')}")
+        img, target = first_readable(lambda i: (self.load_sample(samples[i][0]), samples[i][1]), index,
+                                     len(samples), lambda i, e: self.unreadable(samples[i][0], e),
+                                     getattr(self, "root", "?"))
+        # transform errors are bugs, not bad files: they propagate
+        if getattr(self, "transform", None) is not None:
+            img = self.transform(img)
+        if getattr(self, "target_transform", None) is not None:
+            target = self.target_transform(target)
+        return img, target
 
 
 class SafeImageFolder(SkipsUnreadable, datasets.ImageFolder):
