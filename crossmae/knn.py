@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision import transforms
 
 from .classification.evaluate import build_eval_loader
-from .data import IMAGENET_MEAN, IMAGENET_STD, SafeImageFolder, split_dir
+from .classification.transforms import eval_transform
+from .data import SafeImageFolder, split_dir
 
 logger = logging.getLogger("crossmae")
 
@@ -47,12 +47,6 @@ def subset(n: int, count: int, seed: int = 0) -> list[int]:
         return list(range(n))
     g = torch.Generator().manual_seed(seed)
     return sorted(torch.randperm(n, generator=g)[:count].tolist())
-
-
-def eval_transform(img_size: int) -> transforms.Compose:
-    return transforms.Compose([
-        transforms.Resize(int(round(img_size / 0.875)), interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.CenterCrop(img_size), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 @torch.no_grad()
@@ -102,7 +96,7 @@ class KnnMonitor:
             raise ValueError(f"knn: k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
         if pool not in ("avg", "cls"):
             raise ValueError(f"knn.pool must be avg or cls, got {pool!r}")
-        tf = eval_transform(img_size)
+        tf = eval_transform(img_size, crop_pct=0.875)  # DINO's kNN: resize to 256, centre 224
         train = SafeImageFolder(split_dir(path, "train"), transform=tf)
         val = SafeImageFolder(split_dir(path, "val"), transform=tf)
         if train.classes != val.classes:

@@ -3,7 +3,6 @@ import os
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from PIL import Image
 
 from crossmae.data import SafeImageFolder, build_loader, pretrain_transform, split_dir
@@ -12,7 +11,7 @@ from crossmae.engine import (CheckpointError, DistInfo, Trainer, build_adamw, lo
 from crossmae.engine import checkpoint as ckpt_module
 from crossmae.masking import random_masking
 
-from tiny import tiny_model
+from tiny import free_port, spawn_ranks, tiny_model
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -164,20 +163,13 @@ def _loss_with_index_masks(model, batch):
     return model(imgs, masks).loss
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
     # one process, global batch 4
     single = make_trainer(tmp_path / "single", epochs=1, batch_size=4, accum_iter=1, loss_fn=_loss_with_index_masks,
                           dataset=IndexedImages(), sgd=True)
     single.fit()
     # two gloo processes, 2 per process: the sampler gives them the same 4 samples per step
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp"), str(tmp_path / "ddp.pt")), nprocs=2)
+    spawn_ranks(_ddp_worker, 2, (2, free_port(), str(tmp_path / "ddp"), str(tmp_path / "ddp.pt")), [tmp_path / "ddp.pt"])
     ddp_state = torch.load(tmp_path / "ddp.pt")
     init = make_trainer(tmp_path / "init", epochs=1).module.state_dict()
     for name, a in single.module.state_dict().items():
@@ -231,3 +223,18 @@ def test_transform_errors_are_not_mistaken_for_corrupt_images(tmp_path):
     with pytest.raises(TypeError, match="bug in the transform"):
         ds[0]
     assert ds.num_skipped() == 0
+
+
+def _work_then_hang(rank, out):
+    import time
+    torch.save(rank, f"{out}.{rank}")
+    time.sleep(600)  # like gloo's teardown on torch 2.5, once: the work is saved, the process never exits
+
+
+def test_spawn_ranks_ends_ranks_stuck_after_their_work(tmp_path):
+    import time
+    out = str(tmp_path / "rank")
+    start = time.monotonic()
+    with pytest.warns(UserWarning, match="terminating ranks stuck"):
+        spawn_ranks(_work_then_hang, 2, (out,), [f"{out}.0", f"{out}.1"], grace=1)
+    assert time.monotonic() - start < 120 and [torch.load(f"{out}.{r}") for r in range(2)] == [0, 1]

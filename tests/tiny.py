@@ -15,3 +15,38 @@ def tiny_model(**overrides):
     from crossmae.models import build_model
     kwargs = {**TINY_CROSSMAE, **overrides}
     return build_model(kwargs.pop("name"), **kwargs)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_ranks(fn, world: int, args: tuple, outputs: list[Path], timeout: float = 300, grace: float = 30) -> None:
+    """Run ``fn(rank, *args)`` in ``world`` spawned processes and wait until they exit. Once every file in
+    ``outputs`` exists (the ranks' work is done), a process still alive after ``grace`` seconds is
+    terminated: gloo's teardown can hang for good on torch 2.5 (``destroy_process_group`` of rank 0 never
+    returned after rank 1 had exited, once in CI), a torch bug that must not hang the suite. A rank that
+    fails, or no output after ``timeout``, fails the test."""
+    import time
+    import warnings
+
+    import torch.multiprocessing as mp
+    ctx = mp.start_processes(fn, args=args, nprocs=world, join=False, start_method="spawn")
+    deadline, done_at = time.monotonic() + timeout, None
+    while not ctx.join(timeout=0.5):  # raises if a rank failed
+        now = time.monotonic()
+        if done_at is None and all(Path(p).exists() for p in outputs):
+            done_at = now
+        if done_at is not None and now - done_at > grace:
+            warnings.warn(f"terminating ranks stuck in process-group teardown after their work was done ({fn.__name__})")
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.terminate()
+            return
+        if done_at is None and now > deadline:
+            for p in ctx.processes:
+                p.terminate()
+            raise TimeoutError(f"{fn.__name__}: no result after {timeout:.0f} s")

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from tiny import free_port, spawn_ranks
 
 from crossmae.classification.evaluate import ShardSampler, build_eval_loader, evaluate
 
@@ -46,12 +46,6 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_shard_sampler_covers_once():
     shards = [list(ShardSampler(N, r, 3)) for r in range(3)]
     assert sorted(sum(shards, [])) == list(range(N))
@@ -60,7 +54,7 @@ def test_shard_sampler_covers_once():
 
 def test_two_process_eval_counts_each_image_once(tmp_path):
     out = str(tmp_path / "result")
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    spawn_ranks(_worker, 2, (2, free_port(), out), [f"{out}.{r}" for r in range(2)])
     results = [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
     assert sorted(torch.cat([r["seen"] for r in results]).tolist()) == list(range(N))
     for r in results:  # every rank reports the global numbers

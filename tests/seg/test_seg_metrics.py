@@ -3,9 +3,9 @@ import os
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from seg.metrics import SegMetric, intersect_and_union, summarize
+from tiny import free_port, spawn_ranks
 
 IGN = 255
 
@@ -59,7 +59,7 @@ def test_no_labelled_pixel_gives_nan_not_a_crash():
     assert math.isnan(res["mIoU"]) and math.isnan(res["aAcc"])
 
 
-def _reduce_worker(rank, world, port, preds, labels, out):
+def _reduce_worker(rank, world, port, preds, labels, out: str):
     import torch.distributed as dist
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -67,13 +67,13 @@ def _reduce_worker(rank, world, port, preds, labels, out):
     for p, t in list(zip(preds, labels))[rank::world]:
         m.update(p, t)
     res = m.compute()
-    if rank == 0:
-        out.put((res["mIoU"], res["aAcc"], res["num_images"]))
     dist.barrier()
+    if rank == 0:  # written last: the caller takes it as "the ranks' work is done"
+        torch.save((res["mIoU"], res["aAcc"], res["num_images"]), out)
     dist.destroy_process_group()
 
 
-def test_areas_are_summed_over_processes():
+def test_areas_are_summed_over_processes(tmp_path):
     g = torch.Generator().manual_seed(0)
     preds = [torch.randint(0, 3, (5, 6), generator=g) for _ in range(5)]
     labels = [torch.randint(0, 3, (5, 6), generator=g) for _ in range(5)]
@@ -82,10 +82,8 @@ def test_areas_are_summed_over_processes():
     for p, t in zip(preds, labels):
         single.update(p, t)
     expected = single.compute()
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    port = 29000 + os.getpid() % 1000
-    mp.start_processes(_reduce_worker, args=(2, port, preds, labels, out), nprocs=2, join=True, start_method="spawn")
-    miou, aacc, n = out.get(timeout=10)
+    out = tmp_path / "reduced.pt"
+    spawn_ranks(_reduce_worker, 2, (2, free_port(), preds, labels, str(out)), [out])
+    miou, aacc, n = torch.load(out)
     assert n == 5
     assert miou == pytest.approx(expected["mIoU"]) and aacc == pytest.approx(expected["aAcc"])
