@@ -9,6 +9,8 @@ Sections (each reports ok / failed / skipped with its reason; a failure does not
   step         bf16 training step (forward + backward + fused AdamW) of ViT-B and ViT-L, CrossMAE g0.25 and
                g0.75 (decoder depth 12) and MAE (depth 8): images/s, MFU, peak memory; torch.compile on and
                off (compile for --compile-sizes only, to stay within the time budget; --compile-modes)
+  profile      where a ViT-B g0.25 eager step's GPU time goes, at batch 128 and --batch-size: the share of the
+               wall time the GPU is busy (low = launch-bound), kernels per step, the top kernels
   sdpa         which scaled_dot_product_attention kernels actually ran in a training step (fails on the
                math fallback)
   flash_attn   attention=flash (the flash-attn package) vs SDPA on the same weights and masks, if installed
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-SECTIONS = ("environment", "step", "sdpa", "flash_attn", "loader", "tasks", "ddp")
+SECTIONS = ("environment", "step", "profile", "sdpa", "flash_attn", "loader", "tasks", "ddp")
 
 # SDPA kernels as they appear as aten ops in the profiler; the math fallback is what we must not see
 FUSED_SDPA = {"_scaled_dot_product_flash_attention": "flash", "_scaled_dot_product_efficient_attention": "efficient",
@@ -101,6 +103,67 @@ def step(args) -> dict:
                        "img/s": _f(r.get("images_per_s"), 0), "MFU": _pct(r.get("mfu")),
                        "TFLOP/s": _f(r.get("achieved_tflops"), 1), "peak mem GB": _f(_gb(r.get("peak_memory_mb")), 1),
                        "OOM": r["oom"]} for r in rows]}
+
+
+def kernel_summary(kernels: list[tuple[str, float]], steps: int, wall_s: float, top: int = 8) -> dict:
+    """``kernels``: (name, microseconds) of every GPU kernel / copy recorded over ``steps`` steps that took
+    ``wall_s`` seconds in all. Busy share of the wall time, kernels per step and the top kernels by time.
+    Only kernel events count: the profiler also gives each aten op the device time of its kernels, and summing
+    ops and kernels counts that time twice."""
+    per_name: dict[str, float] = {}
+    for name, us in kernels:
+        per_name[name] = per_name.get(name, 0.0) + us
+    busy_ms = sum(per_name.values()) / 1e3 / steps
+    wall_ms = wall_s * 1e3 / steps
+    ranked = sorted(per_name.items(), key=lambda kv: -kv[1])[:top]
+    return {"wall_ms_per_step": wall_ms, "gpu_busy_ms_per_step": busy_ms, "gpu_busy_share": busy_ms / wall_ms,
+            "kernels_per_step": len(kernels) / steps,
+            "top": [{"kernel": n[:80], "ms/step": round(us / 1e3 / steps, 2), "share of busy": f"{100 * us / 1e3 / steps / busy_ms:.1f}%"}
+                    for n, us in ranked]}
+
+
+def profile_step(args) -> dict:
+    need_cuda()
+    rows, tops = [], {}
+    for batch in sorted({128, args.batch_size}):
+        summary = _profile_batch(batch)
+        tops[batch] = summary.pop("top")
+        rows.append({"batch": batch, **{k: round(v, 3) for k, v in summary.items()},
+                     "top kernels": "; ".join(f"{t['kernel'][:40]} {t['share of busy']}" for t in tops[batch][:3])})
+        torch.cuda.empty_cache()
+    return {"data": {"rows": rows, "top": tops}, "table": rows}
+
+
+def _profile_batch(batch: int, steps: int = 5) -> dict:
+    """kernel_summary of ``steps`` eager bf16 training steps (fused AdamW) of ViT-B CrossMAE g0.25."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from crossmae.analysis import benchmark as B
+    from crossmae.engine.loop import autocast
+    cfg = B.CONFIGS["cross0.25-d12"]
+    torch.manual_seed(0)
+    model, optimizer = B.default_builder(cfg.model_name("base"), cfg.kwargs(224))
+    model = model.cuda().train()
+    imgs = torch.randn(batch, 3, 224, 224, device="cuda")
+
+    def step():
+        with autocast("bf16", imgs.device):
+            loss = model(imgs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    for _ in range(3):
+        step()
+    _sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync()
+        wall = time.perf_counter() - t0
+    kernels = [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return kernel_summary(kernels, steps, wall)
 
 
 def sdpa_kernels(fn) -> dict[str, int]:
@@ -215,8 +278,10 @@ def loader(args) -> dict:
     reason = None
     if torch.cuda.is_available():
         from crossmae.data.fast_device import EncodedCropFolder, collate_encoded, decode_crops
-        measure("device decode (nvJPEG)", EncodedCropFolder(root, 224, 0.2), collate_encoded,
+        encoded = EncodedCropFolder(root, 224, 0.2)
+        measure("device decode (nvJPEG)", encoded, collate_encoded,
                 lambda b: decode_crops(b[0], b[1], b[2], b[3], 224, "cuda")[0])
+        rows[-1]["PSNR vs CPU decode, same boxes (dB)"] = round(decode_psnr(encoded, "cuda"), 1)
     else:
         reason = "device decode skipped: no CUDA device"
     model_ips = _model_ips(args)
@@ -227,7 +292,23 @@ def loader(args) -> dict:
     out = {"data": {"rows": rows, "model_images_per_s": model_ips, "images": args.loader_images}, "table": rows}
     if reason:
         out["note"] = reason
+    psnr = rows[-1].get("PSNR vs CPU decode, same boxes (dB)")
+    if psnr is not None and psnr < 30:  # measured 54-60 dB for libjpeg vs PIL's pipeline; a wrong crop is < 20
+        out["error"] = f"device decode differs from the CPU decode of the same boxes: PSNR {psnr} dB"
     return out
+
+
+def decode_psnr(encoded, device: str, n: int = 16) -> float:
+    """PSNR (dB) between ``decode_crops`` on ``device`` and on the CPU (libjpeg) for the same ``n`` samples
+    (bytes, boxes, flips) of an EncodedCropFolder: nvJPEG must give the crops the CPU path gives."""
+    import math
+
+    from crossmae.data.fast_device import collate_encoded, decode_crops
+    data, boxes, flips, jpeg, _ = collate_encoded([encoded[i] for i in range(min(n, len(encoded)))])
+    a = decode_crops(data, boxes, flips, jpeg, 224, device)[0].cpu().float()
+    b = decode_crops(data, boxes, flips, jpeg, 224, "cpu")[0].float()
+    mse = float((a - b).pow(2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
 
 
 def tasks(args) -> dict:
@@ -391,8 +472,8 @@ def main(argv=None) -> int:
     RESULTS.clear()
     t0 = time.time()
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-    fns = {"environment": environment, "step": step, "sdpa": sdpa, "flash_attn": flash_attn, "loader": loader,
-           "tasks": tasks, "ddp": ddp}
+    fns = {"environment": environment, "step": step, "profile": profile_step, "sdpa": sdpa, "flash_attn": flash_attn,
+           "loader": loader, "tasks": tasks, "ddp": ddp}
     for name in SECTIONS:  # fixed order: the loader compares against the step's images/s
         if name in args.sections:
             res = run_section(name, fns[name], args)

@@ -21,7 +21,7 @@ def test_cpu_report_skips_gpu_sections_with_reasons(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = report["sections"]
     assert list(sections) == list(gpu_check.SECTIONS)
-    for name in ("step", "sdpa", "flash_attn", "tasks", "ddp"):
+    for name in ("step", "profile", "sdpa", "flash_attn", "tasks", "ddp"):
         assert sections[name]["status"] == "skipped" and sections[name]["reason"] == "no CUDA device", name
     assert sections["environment"]["status"] == "ok" and sections["environment"]["data"]["cuda_available"] is False
     loader = sections["loader"]
@@ -58,3 +58,19 @@ def test_a_broken_section_is_reported_and_the_rest_still_run(tmp_path, monkeypat
     assert "RuntimeError: kaput" in report["sections"]["environment"]["error"]
     assert report["sections"]["ddp"]["status"] in ("skipped", "ok", "failed")
     assert "kaput" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_kernel_summary_counts_kernels_once_and_ranks_them():
+    kernels = [("gemm", 300.0), ("copy", 100.0), ("gemm", 300.0), ("ln_bwd", 200.0)] * 2  # 2 steps
+    out = gpu_check.kernel_summary(kernels, steps=2, wall_s=0.004, top=2)
+    assert out["gpu_busy_ms_per_step"] == pytest.approx(0.9) and out["wall_ms_per_step"] == pytest.approx(2.0)
+    assert out["gpu_busy_share"] == pytest.approx(0.45) and out["kernels_per_step"] == 4
+    assert [t["kernel"] for t in out["top"]] == ["gemm", "ln_bwd"] and out["top"][0]["share of busy"] == "66.7%"
+
+
+def test_device_decode_psnr_against_the_cpu_path(tmp_path):
+    from crossmae.data.fast_device import EncodedCropFolder
+    bench_data = gpu_check._load_tool("bench_data")
+    root = bench_data.make_jpeg_set(tmp_path / "jpegs", 6)
+    torch.manual_seed(0)
+    assert gpu_check.decode_psnr(EncodedCropFolder(root, 224, 0.2), "cpu", n=4) == float("inf")
