@@ -182,10 +182,15 @@ def test_cpu_autocast_needs_an_explicit_override():
     assert resolve_precision("auto", torch.device("cpu"), allow_cpu=True) == "fp32"
 
 
-def test_compile_auto_means_cuda_only_and_the_config_accepts_yaml_booleans(tmp_path):
+def test_compile_auto_means_cuda_only_and_the_config_accepts_yaml_booleans(tmp_path, monkeypatch, caplog):
     from crossmae.config import ConfigError, PretrainConfig, load_config
+    from crossmae.engine import loop
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(loop, "compiler_available", lambda: True)
     assert resolve_compile("auto", cuda) and not resolve_compile("auto", cpu)
+    monkeypatch.setattr(loop, "compiler_available", lambda: False)  # e.g. a CUDA torch without Triton
+    assert not resolve_compile("auto", cuda) and "training eager" in caplog.text
+    assert resolve_compile("true", cuda)  # asked for explicitly: torch.compile's own error, if any, is the answer
     assert resolve_compile(True, cpu) and resolve_compile("True", cpu) and not resolve_compile(False, cuda)
     with pytest.raises(ValueError, match="compile must be auto, true or false"):
         resolve_compile("yes", cpu)
