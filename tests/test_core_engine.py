@@ -238,3 +238,22 @@ def test_spawn_ranks_ends_ranks_stuck_after_their_work(tmp_path):
     with pytest.warns(UserWarning, match="terminating ranks stuck"):
         spawn_ranks(_work_then_hang, 2, (out,), [f"{out}.0", f"{out}.1"], grace=1)
     assert time.monotonic() - start < 120 and [torch.load(f"{out}.{r}") for r in range(2)] == [0, 1]
+
+
+def test_accumulation_skips_the_all_reduce_through_the_ddp_wrapper_even_when_compiled(tmp_path):
+    """Non-final micro-steps run under DDP's no_sync(). The check used to look at self.model, which
+    torch.compile wraps, so with compile on every micro-step would have all-reduced."""
+    import contextlib
+    trainer = make_trainer(tmp_path, epochs=1)
+    calls = []
+
+    class FakeDDP:
+        def no_sync(self):
+            calls.append("no_sync")
+            return contextlib.nullcontext()
+
+    trainer.ddp = FakeDDP()  # trainer.model stays the plain module, as a compiled wrapper would not be DDP either
+    batch = next(iter(trainer.loader))
+    trainer._micro_step(batch, sync=False)
+    trainer._micro_step(batch, sync=True)
+    assert calls == ["no_sync"]
