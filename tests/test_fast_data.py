@@ -83,6 +83,29 @@ def test_pixels_close_to_the_classic_pipeline_for_the_same_box(tmp_path):
         assert psnr(full, classic) > 55 and np.abs(full.astype(int) - classic).max() <= 3, seed
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_full_size_decode_is_pils_pixels_with_or_without_torchvisions_decoder(tmp_path, mode, monkeypatch):
+    from crossmae.data import fast_rrc
+    path = tmp_path / "a.jpg"
+    photo(500, 375, seed=3).convert(mode).save(path, quality=90)
+    ref = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+    with Image.open(path) as im:
+        assert torch.equal(fast_rrc.decode_rgb(path, im), ref)
+    monkeypatch.setattr(fast_rrc, "_decode_jpeg", None)  # a torchvision without its image decoders
+    with Image.open(path) as im:
+        assert torch.equal(fast_rrc.decode_rgb(path, im), ref)
+
+
+def test_truncated_jpeg_is_an_oserror_like_pils(tmp_path):
+    from crossmae.data import fast_rrc
+    data = (tmp_path / "a.jpg")
+    photo(500, 375).save(data, quality=90)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data.read_bytes()[:5000])
+    with Image.open(cut) as im, pytest.raises(OSError):
+        fast_rrc.decode_rgb(cut, im)
+
+
 def test_normalize_uint8_equals_totensor_normalize():
     x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     tf = transforms.Compose([transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
