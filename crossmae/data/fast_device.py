@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .fast_rrc import RATIO, sample_box
+from .fast_rrc import RATIO, sample_box, torchvision_decoders
 from .folder import SafeImageFolder
 from .image import first_readable, open_image
 
@@ -58,24 +58,25 @@ def _decode(data: list[torch.Tensor], is_jpeg: list[bool], device: torch.device)
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
     out: list[torch.Tensor | None] = [None] * len(data)
     jpeg_idx = [i for i, j in enumerate(is_jpeg) if j]
-    if jpeg_idx:
-        try:
-            decoded = decode_jpeg([data[i] for i in jpeg_idx], mode=ImageReadMode.RGB, device=device)
-        except RuntimeError:  # one bad file fails the batched call: decode one by one to find it
-            decoded = []
-            for i in jpeg_idx:
-                try:
-                    decoded.append(decode_jpeg(data[i], mode=ImageReadMode.RGB, device=device))
-                except RuntimeError as e:
-                    logger.warning("skipping undecodable JPEG in batch position %d (%s)", i, e)
-                    decoded.append(None)
-        for i, img in zip(jpeg_idx, decoded):
-            out[i] = img
-    for i in (i for i, j in enumerate(is_jpeg) if not j):
-        try:
-            out[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
-        except RuntimeError as e:
-            logger.warning("skipping undecodable image in batch position %d (%s)", i, e)
+    with torchvision_decoders():
+        if jpeg_idx:
+            try:
+                decoded = decode_jpeg([data[i] for i in jpeg_idx], mode=ImageReadMode.RGB, device=device)
+            except RuntimeError:  # one bad file fails the batched call: decode one by one to find it
+                decoded = []
+                for i in jpeg_idx:
+                    try:
+                        decoded.append(decode_jpeg(data[i], mode=ImageReadMode.RGB, device=device))
+                    except RuntimeError as e:
+                        logger.warning("skipping undecodable JPEG in batch position %d (%s)", i, e)
+                        decoded.append(None)
+            for i, img in zip(jpeg_idx, decoded):
+                out[i] = img
+        for i in (i for i, j in enumerate(is_jpeg) if not j):
+            try:
+                out[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
+            except RuntimeError as e:
+                logger.warning("skipping undecodable image in batch position %d (%s)", i, e)
     return out
 
 

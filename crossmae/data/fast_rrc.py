@@ -20,6 +20,7 @@ the toolkit's read policy (pixel limit, 16-bit scaling) from :mod:`crossmae.data
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from pathlib import Path
@@ -75,6 +76,15 @@ def draft_request(width: int, height: int, crop_w: int, crop_h: int, size: int) 
     return math.ceil(width * size / crop_w), math.ceil(height * size / crop_h)
 
 
+@contextlib.contextmanager
+def torchvision_decoders():
+    """Calls into torchvision.io's image decoders, without the DeprecationWarning torchvision >= 0.29 emits
+    at every call (TorchCodec supersedes them; until it is a dependency they are the fast path)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
 def decode_rgb(path: str | Path, im: Image.Image) -> torch.Tensor:
     """The full-size image as uint8 [3, H, W]. RGB and greyscale JPEGs are decoded from the file by
     torchvision's libjpeg-turbo decoder: the same pixels as PIL's (same library and settings; tested) with
@@ -83,8 +93,7 @@ def decode_rgb(path: str | Path, im: Image.Image) -> torch.Tensor:
     if im.format == "JPEG" and im.mode in ("RGB", "L") and _decode_jpeg is not None:
         data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
         try:
-            with warnings.catch_warnings():  # deprecated since torchvision 0.29 in favour of TorchCodec
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with torchvision_decoders():
                 return _decode_jpeg(data, mode=_RGB)
         except RuntimeError as e:  # corrupt data: an unreadable file, skipped like PIL's OSError
             raise OSError(f"cannot decode {path}: {e}") from e
