@@ -141,19 +141,11 @@ def _profile_batch(batch: int, steps: int = 5) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from crossmae.analysis import benchmark as B
-    from crossmae.engine.loop import autocast
     cfg = B.CONFIGS["cross0.25-d12"]
     torch.manual_seed(0)
     model, optimizer = B.default_builder(cfg.model_name("base"), cfg.kwargs(224))
     model = model.cuda().train()
-    imgs = torch.randn(batch, 3, 224, 224, device="cuda")
-
-    def step():
-        with autocast("bf16", imgs.device):
-            loss = model(imgs).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    step = training_step_fn(model, torch.randn(batch, 3, 224, 224, device="cuda"), "bf16", optimizer)
     for _ in range(3):
         step()
     _sync()
@@ -184,13 +176,16 @@ def sdpa_kernels(fn) -> dict[str, int]:
     return names
 
 
-def training_step_fn(model, imgs, precision: str):
+def training_step_fn(model, imgs, precision: str, optimizer=None):
+    """One training step as a closure: forward, backward, and the optimizer's step if one is given."""
     from crossmae.engine.loop import autocast
 
     def run():
         with autocast(precision, imgs.device):
             loss = model(imgs).loss
         loss.backward()
+        if optimizer is not None:
+            optimizer.step()
         model.zero_grad(set_to_none=True)
     return run
 

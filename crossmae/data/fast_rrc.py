@@ -91,7 +91,8 @@ def decode_rgb(path: str | Path, im: Image.Image) -> torch.Tensor:
     no PIL -> numpy -> torch copies, 1.3x faster per ~500x375 image. Anything else, and torchvision
     releases without the decoder, go through PIL and the read policy (``to_rgb8``)."""
     if im.format == "JPEG" and im.mode in ("RGB", "L") and _decode_jpeg is not None:
-        data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+        im.fp.seek(0)  # the file PIL opened for the header: no second open in the loader's hot path
+        data = torch.frombuffer(bytearray(im.fp.read()), dtype=torch.uint8)
         try:
             with torchvision_decoders():
                 return _decode_jpeg(data, mode=_RGB)
