@@ -89,8 +89,7 @@ def step(args) -> dict:
     peak = args.peak_tflops or B.peak_tflops(torch.cuda.get_device_name(0))
     rows = []
     for size in args.sizes:
-        for compile in [False, *(m if m != "default" else True for m in args.compile_modes)] \
-                if size in args.compile_sizes else (False,):
+        for compile in (False, *args.compile_modes) if size in args.compile_sizes else (False,):
             timed = B.time_configs(size, configs, args.batch_size, args.repeats, warmup=2, steps_per_repeat=5,
                                    device="cuda", precision="bf16", compile=compile, progress=False)
             B.add_mfu(timed, counted, peak)
