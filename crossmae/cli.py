@@ -69,13 +69,15 @@ def main(argv: list[str] | None = None) -> int:
                                                       "(k=20, cosine, DINO's weighted votes; crossmae/knn.py)")
     knn.add_argument("--checkpoint", required=True, help="a pretraining checkpoint of this toolkit")
     knn.add_argument("--data", required=True, help="labelled ImageFolder root with train/ (memory) and val/ (queries)")
-    knn.add_argument("--train-images", type=int, default=5000, help="memory-bank images (0 = all)")
-    knn.add_argument("--val-images", type=int, default=1000, help="query images (0 = all)")
-    knn.add_argument("--k", type=int, default=20)
-    knn.add_argument("--temperature", type=float, default=0.07)
-    knn.add_argument("--pool", choices=("avg", "cls"), default="avg")
-    knn.add_argument("--batch-size", type=int, default=128)
-    knn.add_argument("--num-workers", type=int, default=2)
+    from .config import PretrainKnn
+    knn_defaults = PretrainKnn()  # one set of defaults for the monitor in pretraining and this command
+    knn.add_argument("--train-images", type=int, default=knn_defaults.train_images, help="memory-bank images (0 = all)")
+    knn.add_argument("--val-images", type=int, default=knn_defaults.val_images, help="query images (0 = all)")
+    knn.add_argument("--k", type=int, default=knn_defaults.k)
+    knn.add_argument("--temperature", type=float, default=knn_defaults.temperature)
+    knn.add_argument("--pool", choices=("avg", "cls"), default=knn_defaults.pool)
+    knn.add_argument("--batch-size", type=int, default=knn_defaults.batch_size)
+    knn.add_argument("--num-workers", type=int, default=knn_defaults.num_workers)
     knn.add_argument("--random-init", action="store_true", help="the same architecture with random weights")
     from .export import add_arguments as add_export_arguments  # light: argparse only
     commands["export"] = sub.add_parser("export", help="a pretraining checkpoint -> a Hugging Face Hub directory "
