@@ -176,6 +176,18 @@ def test_stale_temporary_checkpoints_are_removed_when_a_run_starts(tmp_path, cap
     assert "removed 3 temporary checkpoint file(s)" in caplog.text
 
 
+def test_stale_temporary_files_of_every_atomic_write_are_removed(tmp_path):
+    from crossmae.engine.checkpoint import atomic_write
+    dead = _dead_pid()
+    stale = [tmp_path / f".{name}.{dead}.0badc0de.tmp" for name in ("config.yaml", "results.json", "train_log.jsonl")]
+    for p in stale:
+        p.write_text("half")
+    atomic_write(tmp_path / "results.json", lambda f: f.write("{}"), binary=False)  # a real one, finished
+    lock_run_dir(tmp_path)
+    assert not any(p.exists() for p in stale)
+    assert (tmp_path / "results.json").read_text() == "{}"
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
 def test_checkpoints_honour_the_umask(tmp_path, umask):
     old = os.umask(umask)

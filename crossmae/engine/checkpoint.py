@@ -77,19 +77,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-# save_checkpoint's temporary files: ".<name>.<pid>.<hex>.tmp"; ".<name>.<8 chars>.tmp" from older versions
+# atomic_write's temporary files: ".<name>.<pid>.<hex>.tmp"; ".<name>.<8 chars>.tmp" from older versions
+# save_checkpoint (recognised for checkpoint names only: too loose a pattern to claim other files by)
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.[0-9a-f]{8}|[A-Za-z0-9_]{8})\.tmp$")
 
 
 def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Remove the temporary checkpoint files in ``directory`` that no live process on this host is writing
-    (a kill during ``save_checkpoint`` leaves one). Call it only where no other host writes checkpoints into
-    ``directory`` (``lock_run_dir`` does, holding the directory's lock). Returns the removed paths."""
+    """Remove the temporary files of :func:`atomic_write` (checkpoints, config.yaml, results.json, logs) in
+    ``directory`` that no live process on this host is writing (a kill mid-write leaves one). Call it only
+    where no other host writes into ``directory`` (``lock_run_dir`` does, holding the directory's lock).
+    Returns the removed paths."""
     from .rundir import pid_alive  # rundir imports this module
     removed = []
     for p in sorted(Path(directory).glob(".*.tmp")):
         m = _TEMP_NAME.match(p.name)
-        if m is None or not m["name"].endswith((".pth", ".pt", ".safetensors", ".bin")):
+        if m is None or (m["pid"] is None and not m["name"].endswith((".pth", ".pt", ".safetensors", ".bin"))):
             continue  # not one of ours
         pid = int(m["pid"]) if m["pid"] else None
         if pid is not None and pid != os.getpid() and pid_alive(pid):

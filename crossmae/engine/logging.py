@@ -117,8 +117,6 @@ def rewind_jsonl(path: Path, key: str, last: int) -> int:
     """Keep the records of a JSON-lines log whose ``key`` is at most ``last``; drop the others and any line
     that does not parse (cut by a kill). Rewritten via a rename, only when something is dropped. Returns
     how many lines were dropped."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # left by a kill during an earlier rewind
     try:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
@@ -134,8 +132,8 @@ def rewind_jsonl(path: Path, key: str, last: int) -> int:
             kept.append(line)
     if len(kept) == len(lines):
         return 0
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
+    text = "".join(line + "\n" for line in kept)
+    atomic_write(path, lambda f: f.write(text), binary=False)
     return len(lines) - len(kept)
 
 
