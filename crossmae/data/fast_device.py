@@ -35,7 +35,7 @@ class EncodedCropFolder(SafeImageFolder):
 
     def encoded(self, path: str):
         data = Path(path).read_bytes()
-        with open_image(path, self.max_pixels) as im:  # header only; the pixel limit is enforced here
+        with open_image(path, self.max_pixels, data) as im:  # header only; the pixel limit is enforced here
             (width, height), fmt = im.size, im.format
         box = torch.tensor(sample_box(width, height, self.scale, RATIO), dtype=torch.int64)
         flip = bool(torch.rand(1).item() < 0.5)

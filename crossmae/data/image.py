@@ -17,6 +17,7 @@ unreadable files skip these too, with the file named in a warning and counted.
 """
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import warnings
@@ -77,8 +78,9 @@ def to_rgb8(im: Image.Image, path: str | Path = "image") -> Image.Image:
     return im.convert("RGB")
 
 
-def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
-    """Open ``path`` lazily (header only) with the pixel limit enforced; the caller decodes and closes it."""
+def open_image(path: str | Path, max_pixels: int | None = None, data: bytes | None = None) -> Image.Image:
+    """Open ``path`` lazily (header only) with the pixel limit enforced; the caller decodes and closes it.
+    ``data``: the file's bytes, when the caller has read them already (no second read of the file)."""
     limit = default_max_pixels() if max_pixels is None else int(max_pixels)
     if Image.MAX_IMAGE_PIXELS is not None and (limit is None or limit > Image.MAX_IMAGE_PIXELS):
         # PIL itself refuses images above 2x its own limit before we can look at the size
@@ -86,7 +88,7 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit is enforced below
         try:
-            im = Image.open(path)
+            im = Image.open(path if data is None else io.BytesIO(data))
         except Image.DecompressionBombError as e:
             raise UnreadableImageError(f"{path}: {e}") from e
     w, h = im.size
