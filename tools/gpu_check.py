@@ -435,6 +435,7 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     from crossmae.analysis import benchmark as B
+    from crossmae.engine.checkpoint import atomic_write
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default="output/gpu_check")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
@@ -478,9 +479,11 @@ def main(argv=None) -> int:
             print(f"{name}: {res['status']} ({res['seconds']} s)"
                   + (f": {res.get('reason') or res.get('error')}" if res["status"] != "ok" else ""), flush=True)
             # rewritten after every section, so a run killed at its time limit still leaves what it measured
+            # (atomically: a kill mid-write leaves the previous report, not a cut one)
             report = {"started": started, "seconds": time.time() - t0, "args": vars(args), "sections": dict(RESULTS)}
-            (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
-            (out / "gpu_check.md").write_text(markdown(report))
+            text = json.dumps(report, indent=2, default=str)
+            atomic_write(out / "gpu_check.json", lambda f: f.write(text), binary=False)
+            atomic_write(out / "gpu_check.md", lambda f: f.write(markdown(report)), binary=False)
     print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
     return 1 if any(s["status"] == "failed" for s in RESULTS.values()) else 0
 

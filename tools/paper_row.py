@@ -168,9 +168,9 @@ def task_state(task: Task) -> str:
 
 
 def write_status(task: Task, returncode: int, seconds: float) -> None:
-    task.output_dir.mkdir(parents=True, exist_ok=True)
-    (task.output_dir / STATUS_FILE).write_text(json.dumps(
-        {"returncode": returncode, "log": str(task.log), "seconds": round(seconds, 1)}))
+    from crossmae.engine.logging import write_json
+    write_json(task.output_dir / STATUS_FILE, {"returncode": returncode, "log": str(task.log),
+                                               "seconds": round(seconds, 1)})
 
 
 # ---------------------------------------------------------------------------------------------- running
