@@ -101,6 +101,10 @@ def read_label(path: Path) -> np.ndarray:
         return np.asarray(an)
 
 
+def unreadable_annotation(path: Path, e: BaseException) -> SegDataError:
+    return SegDataError(f"annotation {path} cannot be read ({type(e).__name__}: {e})")
+
+
 def label_values(path: Path) -> list[int]:
     """The distinct values of a label map (one decode; bincount for 8-bit maps)."""
     try:
@@ -108,7 +112,7 @@ def label_values(path: Path) -> list[int]:
     except SegDataError:
         raise
     except UNREADABLE as e:
-        raise SegDataError(f"annotation {path} cannot be read ({type(e).__name__}: {e})") from e
+        raise unreadable_annotation(path, e) from e
     if a.dtype == np.uint8:
         return np.flatnonzero(np.bincount(a.ravel(), minlength=256)).tolist()
     return np.unique(a).tolist()
@@ -193,7 +197,7 @@ class ADE20KDataset(Dataset):
                 except SegDataError:
                     raise
                 except UNREADABLE as e:
-                    raise SegDataError(f"annotation {ann_path} cannot be read ({type(e).__name__}: {e})") from e
+                    raise unreadable_annotation(ann_path, e) from e
         if check_sizes if check_labels is None else check_labels:
             self.check_labels(label_values_cache)
 

@@ -282,7 +282,7 @@ def loader(args) -> dict:
         rows[-1]["PSNR vs CPU decode, same boxes (dB)"] = round(decode_psnr(encoded, "cuda"), 1)
     else:
         reason = "device decode skipped: no CUDA device"
-    model_ips = _model_ips(args)
+    model_ips = _model_ips()
     for r in rows:
         if model_ips:
             r["model img/s (ViT-B g0.25 bf16)"] = round(model_ips, 1)
@@ -365,7 +365,7 @@ def _tail(path: Path, n: int = 3) -> str:
         return ""
 
 
-def _model_ips(args) -> float | None:
+def _model_ips() -> float | None:
     step_rows = RESULTS.get("step", {}).get("data", {}).get("rows", [])
     rows = [r for r in step_rows if r["size"] == "base" and r["config"] == "cross0.25-d12" and "images_per_s" in r]
     return max((r["images_per_s"] for r in rows), default=None)
