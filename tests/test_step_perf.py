@@ -17,19 +17,24 @@ from tiny import TINY_CROSSMAE, tiny_model
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 
-def official_counts(num_patches, mask_ratio, pred_ratio):
-    """The release's random_masking rule: int() of the two products, predicted = the rest."""
-    keep = int(num_patches * (1 - mask_ratio))
-    masked_only = int(num_patches * (mask_ratio - pred_ratio))
-    return keep, num_patches - keep - masked_only
+# (patches, mask ratio, pred ratio) -> (visible, predicted) by the release's rule, worked out by hand:
+# visible = int(L * (1 - mask)), masked-but-not-predicted = int(L * (mask - pred)), predicted = the rest.
+# The float products matter: 196 * (1 - 0.7) = 58.800000000000004 -> 58, 196 * (0.7 - 0.2) = 97.99999999999999 -> 97.
+OFFICIAL_COUNTS = {
+    (196, 0.75, 0.25): (49, 49),    # 49 + 98 masked only
+    (196, 0.75, 0.75): (49, 147),   # every masked patch predicted
+    (64, 0.75, 0.25): (16, 16),     # 16 + 32
+    (196, 0.70, 0.20): (58, 41),    # 58 + 97: both products round down below the exact 58.8 / 98
+    (256, 0.90, 0.10): (25, 27),    # 256 * 0.09999999999999998 = 25.6 -> 25; 204.8 -> 204
+    (64, 0.60, 0.30): (25, 20),     # 25.6 -> 25; 19.2 -> 19
+    (196, 0.85, 0.55): (29, 109),   # 29.400000000000006 -> 29; 58.79999999999999 -> 58
+    (49, 0.75, 0.50): (12, 25),     # 12.25 -> 12 twice
+}
 
 
 def test_mask_counts_match_the_official_rounding():
-    # float error the official code keeps: 196 * 0.3000...04 = 58.8 -> 58, 196 * 0.4999...94 = 97.99 -> 97
-    assert mask_counts(196, 0.70, 0.20) == (58, 41)
-    grid = [(n, m / 100, p / 100) for n in (64, 196, 256) for m in range(50, 95, 5) for p in range(5, m + 1, 5)]
-    for n, m, p in grid:
-        assert mask_counts(n, m, p) == official_counts(n, m, p), (n, m, p)
+    for (n, m, p), expected in OFFICIAL_COUNTS.items():
+        assert mask_counts(n, m, p) == expected, (n, m, p)
 
 
 def test_dense_masks_are_built_only_on_demand_and_are_right():
@@ -228,7 +233,7 @@ def test_compiled_model_trains_like_eager(tmp_path):
     assert abs(loss - ref) < 1e-3 * abs(ref), (loss, ref)
 
 
-def test_before_after_timing_pairs_repeats_and_checks_equal_steps():
+def test_before_after_timing_interleaves_and_pairs_by_config():
     from crossmae.analysis import benchmark as B
     from crossmae.analysis.flops import build_on
     small = {k: v for k, v in TINY_CROSSMAE.items() if k not in ("name", "img_size")}
@@ -244,12 +249,39 @@ def test_before_after_timing_pairs_repeats_and_checks_equal_steps():
     assert [(t["impl"], t["config"]) for t in timed] == [("before", "cross0.25-d8"), ("before", "mae-d8"),
                                                         ("after", "cross0.25-d8"), ("after", "mae-d8")]
     assert not timed[0]["fused_adamw"]
-    pairs = B.paired_ratios(timed)
-    assert [p["config"] for p in pairs] == ["cross0.25-d8", "mae-d8"]
-    for p, before, after in zip(pairs, timed[:2], timed[2:]):
-        ratios = [b / a for b, a in zip(before["cpu_s_all"], after["cpu_s_all"])]
-        assert p["speedup_min"] == min(ratios) and p["speedup_max"] == max(ratios) and p["repeats"] == 3
-    steps = B.compare_steps("small", configs, builders, img_size=32, overrides=small)
-    assert all(s["loss_before"] == s["loss_after"] and s["max_grad_rel_diff"] == 0 for s in steps)
-    table = B.format_before_after(pairs, steps)
-    assert "before / after" in table and "CrossMAE g0.25 d8" in table
+    assert all(len(t["cpu_s_all"]) == 3 and min(t["cpu_s_all"]) > 0 for t in timed)
+
+
+def test_paired_ratios_on_hand_made_timings():
+    from crossmae.analysis import benchmark as B
+
+    def row(impl, config, times):
+        return {"impl": impl, "size": "small", "config": config, "label": config, "device": "cpu",
+                "cpu_s_all": times, "step_s_all": [99.0] * len(times)}  # wall times must be ignored on CPU
+    timed = [row("before", "a", [2.0, 4.0, 6.0]), row("before", "b", [1.0, 1.0, 1.0]),
+             row("after", "b", [2.0, 4.0, 1.0]), row("after", "a", [1.0, 2.0, 2.0])]
+    pairs = {p["config"]: p for p in B.paired_ratios(timed)}
+    # a: 2/1, 4/2, 6/2 = 2, 2, 3; b: 1/2, 1/4, 1/1 = 0.5, 0.25, 1
+    assert (pairs["a"]["speedup_median"], pairs["a"]["speedup_min"], pairs["a"]["speedup_max"]) == (2, 2, 3)
+    assert (pairs["b"]["speedup_median"], pairs["b"]["speedup_min"], pairs["b"]["speedup_max"]) == (0.5, 0.25, 1)
+    assert (pairs["a"]["before_s"], pairs["a"]["after_s"], pairs["a"]["repeats"]) == (4, 2, 3)
+    table = B.format_before_after(list(pairs.values()))
+    assert "before / after" in table
+
+
+def test_compare_steps_tells_equal_steps_from_different_ones():
+    from crossmae.analysis import benchmark as B
+    from crossmae.analysis.flops import build_on
+    small = {k: v for k, v in TINY_CROSSMAE.items() if k not in ("name", "img_size")}
+
+    def plain(name, kwargs):
+        return build_on("cpu", name, **{**kwargs, "norm_pix_loss": True}), None
+
+    def raw_pixel_target(name, kwargs):  # another loss on the same weights: the comparison must see it
+        return build_on("cpu", name, **{**kwargs, "norm_pix_loss": False}), None
+
+    configs = B.parse_configs(["cross0.25-d8"])
+    same = B.compare_steps("small", configs, {"a": plain, "b": plain}, img_size=32, overrides=small)
+    assert same[0]["loss_a"] == same[0]["loss_b"] and same[0]["max_grad_rel_diff"] == 0
+    other = B.compare_steps("small", configs, {"a": plain, "b": raw_pixel_target}, img_size=32, overrides=small)
+    assert other[0]["loss_a"] != other[0]["loss_b"] and other[0]["max_grad_rel_diff"] > 1e-3
