@@ -6,6 +6,9 @@ Hugging Face Hub, optionally pushed.
     crossmae export --checkpoint ... --out hub/run-timm --timm                       # what timm loads
     crossmae export --checkpoint ... --out hub/run --push org/name                   # and upload it
 
+``--out`` must be a new or empty directory; ``--overwrite`` lets an export into a non-empty one replace the
+files an export writes (named in the message) and keeps every other file.
+
 The first two write ``config.json`` + ``model.safetensors`` + ``README.md`` (a model card with the recipe and
 metrics of the run's results.json) that ``CrossMAE.from_pretrained`` / ``MaskedViTEncoder.from_pretrained``
 read. ``--timm`` writes the encoder in timm's VisionTransformer layout plus ``timm.json``, the arguments of::
@@ -26,6 +29,7 @@ logger = logging.getLogger("crossmae")
 TIMM_NAMES = {"small": "vit_small_patch16_224", "base": "vit_base_patch16_224", "large": "vit_large_patch16_224",
               "huge": "vit_huge_patch14_224"}
 OUR_FILES = ("config.json", "model.safetensors", "README.md", "timm.json")
+TIMM_SPEC_KEYS = {"model_name", "kwargs", "pretrained_cfg_overlay"}  # what makes a timm.json one of ours
 
 
 # ------------------------------------------------------------------ timm
@@ -86,17 +90,50 @@ def timm_usage(spec: dict) -> str:
 def save_timm(encoder, out: Path, global_pool: str | None = None, results: dict | None = None,
               source: str | None = None) -> dict:
     """Write ``model.safetensors`` (timm layout), ``timm.json`` and ``README.md`` into ``out``."""
-    from safetensors.torch import save_file
-
-    from .hub import model_card
+    from .hub import model_card, save_safetensors, write_text
     pool = global_pool or ("token" if encoder.norm is not None else "avg")
     weights = out / "model.safetensors"
-    save_file(timm_state(encoder, pool), str(weights), metadata={"format": "pt"})
+    save_safetensors(timm_state(encoder, pool), weights, metadata={"format": "pt"})
     spec = timm_spec(encoder, pool, str(weights.resolve()))
-    (out / "timm.json").write_text(json.dumps(spec, indent=2) + "\n")
+    write_text(out / "timm.json", json.dumps(spec, indent=2) + "\n")
     portable = {**spec, "pretrained_cfg_overlay": {**spec["pretrained_cfg_overlay"], "file": "model.safetensors"}}
-    model_card(encoder, results, source, usage=timm_usage(portable)).save(str(out / "README.md"))
+    write_text(out / "README.md", str(model_card(encoder, results, source, usage=timm_usage(portable))))
     return spec
+
+
+def save_hub(model, out: Path, results: dict | None = None, source: str | None = None) -> None:
+    """Write ``model.safetensors``, ``config.json`` and ``README.md`` (what ``from_pretrained`` reads) into
+    ``out``; unlike huggingface_hub's ``save_pretrained``, an existing model card is replaced too."""
+    from .hub import model_card, write_text
+    model._save_pretrained(out)
+    write_text(out / "README.md", str(model_card(model, results, source)))
+
+
+def written_files(mode: str) -> tuple[str, ...]:
+    return ("model.safetensors", "timm.json", "README.md") if mode == "timm" else \
+        ("config.json", "model.safetensors", "README.md")
+
+
+def _is_ours(path: Path) -> bool:
+    """Whether ``path`` is a config.json / timm.json an export wrote (a user's file of that name is kept)."""
+    from .hub import FORMAT
+    from .userfiles import parse_json
+    try:
+        data = parse_json(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    return data.get("format") == FORMAT if path.name == "config.json" else TIMM_SPEC_KEYS <= set(data)
+
+
+def replaced_files(out: Path, mode: str) -> list[str]:
+    """The files already in ``out`` that an export of ``mode`` replaces: those it writes, and an earlier
+    export's config.json / timm.json that would contradict it (a CrossMAE config beside timm weights)."""
+    if not out.is_dir():
+        return []
+    stale = [n for n in ("config.json", "timm.json") if n not in written_files(mode) and _is_ours(out / n)]
+    return sorted(n for n in written_files(mode) if (out / n).exists()) + stale
 
 
 # ------------------------------------------------------------------ export
@@ -107,9 +144,10 @@ def read_results(path: Path | None, checkpoint: Path) -> dict | None:
         if path is not None:
             raise FileNotFoundError(f"--results {path} does not exist")
         return None
+    from .userfiles import parse_json
     try:
-        data = json.loads(candidate.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = parse_json(candidate.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: JSONDecodeError, NestingError
         raise ValueError(f"{candidate} is not readable JSON: {e}") from e
     if not isinstance(data, dict) or (path is None and data.get("task") != "pretrain"):
         return None
@@ -117,25 +155,29 @@ def read_results(path: Path | None, checkpoint: Path) -> dict | None:
 
 
 def export(checkpoint: str | Path, out: str | Path, mode: str = "full", results: str | Path | None = None,
-           model_name: str | None = None, model_kwargs: dict | None = None, global_pool: str | None = None) -> Path:
-    """Write the export of ``checkpoint`` into ``out``; mode 'full' (CrossMAE / MAE), 'encoder' or 'timm'."""
+           model_name: str | None = None, model_kwargs: dict | None = None, global_pool: str | None = None,
+           overwrite: bool = False) -> Path:
+    """Write the export of ``checkpoint`` into ``out``; mode 'full' (CrossMAE / MAE), 'encoder' or 'timm'.
+    ``out`` must be new or empty unless ``overwrite`` (see :func:`replaced_files`: nothing else is touched)."""
     from .analysis.loading import load_pretrained
     from .hub import encoder_of
+    from .userfiles import check_output_dir
     if mode not in ("full", "encoder", "timm"):
         raise ValueError(f"mode must be full, encoder or timm, got {mode!r}")
     checkpoint, out = Path(checkpoint), Path(out)
+    check_output_dir(out, OUR_FILES, overwrite)  # before the slow part
     model, _ = load_pretrained(checkpoint, model_name, model_kwargs)  # ours or the release's format
     data = read_results(Path(results) if results else None, checkpoint)
+    stale = [n for n in replaced_files(out, mode) if n not in written_files(mode)]
     out.mkdir(parents=True, exist_ok=True)
-    for name in OUR_FILES:  # an older export here must not leave a stale card or config behind
-        (out / name).unlink(missing_ok=True)
     source = checkpoint.name
     if mode == "timm":
         spec = save_timm(encoder_of(model), out, global_pool, data, source)
         logger.info("timm: %s", timm_usage(spec))
     else:
-        target = model if mode == "full" else encoder_of(model)
-        target.save_pretrained(out, model_card_kwargs={"results": data, "source": source})
+        save_hub(model if mode == "full" else encoder_of(model), out, data, source)
+    for name in stale:  # removed only once the new export is complete
+        (out / name).unlink(missing_ok=True)
     return out
 
 
@@ -159,7 +201,10 @@ def push(out: str | Path, repo: str, token: str | None = None, private: bool | N
 # ------------------------------------------------------------------ command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="pretraining checkpoint (ours, or the official release's)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help="output directory (new or empty, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="export into a non-empty --out: replace the files an export writes there (config.json, "
+                        "model.safetensors, README.md, timm.json), keep every other file")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--encoder-only", action="store_true", help="the encoder alone (MaskedViTEncoder)")
     mode.add_argument("--timm", action="store_true", help="the encoder in timm's VisionTransformer layout")
@@ -180,8 +225,13 @@ def main(args: argparse.Namespace) -> Path:
     if args.global_pool and not args.timm:
         raise ValueError("--global-pool applies to --timm exports only")
     mode = "timm" if args.timm else "encoder" if args.encoder_only else "full"
-    out = export(args.checkpoint, args.out, mode, args.results, args.model, kwargs, args.global_pool)
-    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    replaced = replaced_files(Path(args.out), mode) if args.overwrite else []
+    out = export(args.checkpoint, args.out, mode, args.results, args.model, kwargs, args.global_pool,
+                 overwrite=args.overwrite)
+    print(f"wrote {out}: {', '.join(n for n in written_files(mode))}")
+    if replaced:
+        kept = sorted(p.name for p in out.iterdir() if p.name not in OUR_FILES)
+        print(f"replaced the earlier {', '.join(replaced)}" + (f"; kept {', '.join(kept)}" if kept else ""))
     if args.push:
         print(f"pushed: {push(out, args.push, private=args.private or None)}")
     return out

@@ -100,6 +100,25 @@ def build_from_config(config: dict, source: str = "<config>"):
     return build_model(config["name"], **kwargs)
 
 
+# ------------------------------------------------------------------ writing
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """A .safetensors file written through :func:`~crossmae.engine.checkpoint.atomic_write`: a kill
+    mid-write leaves the previous file, and the file gets the mode every other file gets (0666 less the
+    umask; safetensors' own ``save_file`` writes 0600, through a private temporary file)."""
+    from safetensors.torch import save
+
+    from .engine.checkpoint import atomic_write
+    data = save(tensors, metadata=metadata)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """A UTF-8 text file (config.json, a model card) written whole, as :func:`save_safetensors`."""
+    from .engine.checkpoint import atomic_write
+    data = text.encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
+
+
 # ------------------------------------------------------------------ encoders
 def encoder_of(model):
     """The encoder of a CrossMAE / MAE as a stand-alone :class:`MaskedViTEncoder` (same weights, timm names)."""
@@ -186,8 +205,8 @@ def load(model_id: str | os.PathLike, *, want: type | None = None, filename: str
         raise FileNotFoundError(f"{model_id} is neither a directory nor a Hub repo id (org/name); a single "
                                 f"checkpoint file loads with crossmae.analysis.loading.load_pretrained")
     config_path = None if filename else _fetch(model_id, CONFIG_NAME, hub)
-    config = json.loads(Path(config_path).read_text()) if config_path else None
-    if config is not None and config.get("format") == FORMAT:
+    config = _read_config(config_path, model_id) if config_path else None
+    if isinstance(config, dict) and config.get("format") == FORMAT:
         model = _load_ours(model_id, config, hub)
     else:
         from .analysis.loading import load_pretrained
@@ -198,6 +217,14 @@ def load(model_id: str | os.PathLike, *, want: type | None = None, filename: str
         model, _ = load_pretrained(path)
     model = _as_wanted(model, want, model_id)
     return model.to(map_location).eval()
+
+
+def _read_config(path: str, model_id: str):
+    from .userfiles import parse_json
+    try:
+        return parse_json(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: JSONDecodeError, NestingError
+        raise CheckpointError(f"{model_id}/{CONFIG_NAME} is not readable JSON: {e}") from e
 
 
 def _load_ours(model_id: str, config: dict, hub: dict):
@@ -276,10 +303,9 @@ class HubMixin(PyTorchModelHubMixin, library_name="crossmae", tags=TAGS):
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` in our formats (see the module doc)."""
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from safetensors.torch import save_file
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(Path(save_directory) / WEIGHTS_NAME), metadata={"format": "pt", "crossmae": FORMAT})
-        (Path(save_directory) / CONFIG_NAME).write_text(json.dumps(hub_config(self), indent=2) + "\n")
+        save_safetensors(state, Path(save_directory) / WEIGHTS_NAME, metadata={"format": "pt", "crossmae": FORMAT})
+        write_text(Path(save_directory) / CONFIG_NAME, json.dumps(hub_config(self), indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, force_download: bool = False,

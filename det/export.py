@@ -17,6 +17,8 @@ detectron2's ViTDet model names the ViT ``backbone.net`` with timm's parameter n
 With full ``backbone.net.*`` names the file loads exactly with or without matching heuristics.
 
     python -m det.export /ckpt/crossmae_vit_base.pth /ckpt/crossmae_vit_base_d2.pth
+
+An existing output file is replaced only with ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ import torch
 
 from crossmae.cli import report_errors
 from crossmae.engine import encoder_state, load_checkpoint, model_state
+from crossmae.engine.checkpoint import atomic_write
+from crossmae.userfiles import check_output_file
 from crossmae.models.rel_pos import grid_from_length, resize_abs_pos
 
 logger = logging.getLogger("crossmae")
@@ -59,14 +63,15 @@ def to_detectron2(state: dict[str, torch.Tensor], pretrain_img_size: int = 224, 
     return out, dropped
 
 
-def export(src: str | Path, dst: str | Path, pretrain_img_size: int = 224, patch_size: int = 16) -> Path:
+def export(src: str | Path, dst: str | Path, pretrain_img_size: int = 224, patch_size: int = 16,
+           overwrite: bool = False) -> Path:
     """Write ``{"model": state, "__author__": ...}``, loadable by
-    ``DetectionCheckpointer(model).load(dst)``."""
+    ``DetectionCheckpointer(model).load(dst)``. An existing ``dst`` is replaced only if ``overwrite``."""
+    dst = Path(dst)
+    check_output_file(dst, overwrite)
     state = model_state(load_checkpoint(src), src)
     out, dropped = to_detectron2(state, pretrain_img_size, patch_size)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": out, "__author__": "crossmae-toolkit"}, dst)
+    atomic_write(dst, lambda f: torch.save({"model": out, "__author__": "crossmae-toolkit"}, f))
     logger.info("wrote %d tensors to %s (dropped %s)", len(out), dst, dropped)
     return dst
 
@@ -79,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain-img-size", type=int, default=224,
                    help="the detectron2 ViT's pretrain_img_size (its pos_embed grid is this / patch size)")
     p.add_argument("--patch-size", type=int, default=16, help="the detectron2 ViT's patch size")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return report_errors("det.export", export, a.src, a.dst, a.pretrain_img_size, a.patch_size)
+    return report_errors("det.export", export, a.src, a.dst, a.pretrain_img_size, a.patch_size, a.overwrite)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ Renaming (timm -> mmseg): ``blocks.i`` -> ``layers.i``; ``norm1``/``norm2`` -> `
 ``gamma_1``/``gamma_2``, ``cls_token``, ``pos_embed`` and the encoder's final ``norm`` keep their names.
 
     python -m seg.export CHECKPOINT OUT.pth
+
+An existing output file is replaced only with ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ import sys
 import torch
 
 from crossmae.cli import report_errors
-from crossmae.engine.checkpoint import CheckpointError, encoder_state, load_checkpoint, model_state
+from crossmae.engine.checkpoint import CheckpointError, atomic_write, encoder_state, load_checkpoint, model_state
+from crossmae.userfiles import check_output_file
 
 _BLOCK_RULES = ((re.compile(r"\.norm(\d)\."), r".ln\1."), (re.compile(r"\.mlp\.fc1\."), ".ffn.layers.0.0."),
                 (re.compile(r"\.mlp\.fc2\."), ".ffn.layers.1."))
@@ -62,8 +65,10 @@ def to_mmseg_segmentor(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def export(src: str, dst: str) -> str:
-    """Write the mmseg-named weights of ``src`` to ``dst``; returns what was exported."""
+def export(src: str, dst: str, overwrite: bool = False) -> str:
+    """Write the mmseg-named weights of ``src`` to ``dst`` (an existing file only if ``overwrite``);
+    returns what was exported."""
+    check_output_file(dst, overwrite)
     ckpt = load_checkpoint(src)
     state = model_state(ckpt, src)
     state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -75,7 +80,7 @@ def export(src: str, dst: str) -> str:
         out = to_mmseg_backbone(encoder_state(state))
         kind = "pretrained encoder (MAE backbone)"
     # a plain torch.save dict: mmseg's loaders read it without this toolkit
-    torch.save(out, dst)
+    atomic_write(dst, lambda f: torch.save(out, f))
     return kind
 
 
@@ -84,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="pretraining checkpoint or trained UperNet checkpoint")
     parser.add_argument("dst", help="output .pth in mmseg's key names")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
+
     def run():
-        print(f"wrote {export(args.src, args.dst)} weights in mmseg key names to {args.dst}")
+        print(f"wrote {export(args.src, args.dst, args.overwrite)} weights in mmseg key names to {args.dst}")
     return report_errors("seg.export", run)
 
 

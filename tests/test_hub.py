@@ -158,7 +158,8 @@ def test_export_command_full_and_encoder_and_offline_push(tmp_path, monkeypatch,
     from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     capsys.readouterr()
-    assert cli(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "full"), "--push", "org/x"]) == 2
+    assert cli(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "full"), "--push", "org/x",
+                "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("crossmae export: error: cannot push to org/x: HF_HUB_OFFLINE is set") and "\n" == err[-1]
     assert (tmp_path / "full" / "model.safetensors").is_file()  # the export itself is kept
