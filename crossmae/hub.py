@@ -25,7 +25,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
 
-from .engine.checkpoint import CheckpointError
+from .engine.checkpoint import CheckpointError, check_floating
 
 FORMAT = "crossmae-hub/1"
 CONFIG_NAME = "config.json"
@@ -234,7 +234,9 @@ def _load_ours(model_id: str, config: dict, hub: dict):
     weights = _fetch(model_id, WEIGHTS_NAME, hub)
     if weights is None:
         raise HubError(f"{model_id} has a {CONFIG_NAME} but no {WEIGHTS_NAME}")
-    missing, unexpected = model.load_state_dict(load_file(weights), strict=False)
+    state = load_file(weights)
+    check_floating(state, weights, expected=model.state_dict())
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{model_id}/{WEIGHTS_NAME} does not match its {CONFIG_NAME} "
                               f"({config.get('description')}): missing {missing[:6]}, unexpected {unexpected[:6]}")

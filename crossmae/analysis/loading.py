@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..engine.checkpoint import CheckpointError, load_checkpoint, model_state
+from ..engine.checkpoint import CheckpointError, check_floating, load_checkpoint, model_state
 from ..engine.distributed import resolve_device
 from ..models import build_model
 from ..models.naming import describe_model, registered_or_described
@@ -66,6 +66,7 @@ def load_pretrained(path: str | os.PathLike, model_name: str | None = None, mode
     model_kwargs = dict(model_kwargs or {})
     model = build_model(model_name, **model_kwargs)
     state = {k.removeprefix("module."): v for k, v in model_state(ckpt, path).items()}
+    check_floating(state, path, expected=model.state_dict())
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
@@ -133,10 +134,10 @@ def add_model_args(parser) -> None:
 
 def parse_model_kwargs(text: str) -> dict:
     """``--model-kwargs`` JSON -> keyword arguments, with one clear error for anything but a JSON object."""
-    import json
+    from ..userfiles import parse_json
     try:
-        kwargs = json.loads(text)
-    except json.JSONDecodeError as e:
+        kwargs = parse_json(text)
+    except ValueError as e:  # JSONDecodeError, NestingError
         raise ValueError(f"--model-kwargs is not valid JSON: {e}") from e
     if not isinstance(kwargs, dict):
         raise ValueError("--model-kwargs must be a JSON object")

@@ -181,7 +181,23 @@ def model_state(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> dict[st
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a CrossMAE/MAE checkpoint: expected a 'model' state dict, "
                               f"found keys {sorted(ckpt)[:8]}")
+    check_floating({k: v for k, v in state.items() if _is_encoder_key(k.removeprefix("module."))}, path)
     return state
+
+
+def check_floating(state: dict[str, torch.Tensor], path: str | os.PathLike,
+                   expected: dict[str, torch.Tensor] | None = None) -> None:
+    """Refuse integer or boolean tensors where weights are expected: the keys whose tensor in ``expected``
+    (a model's state dict) is floating point, or every key without it. ``load_state_dict`` would copy
+    them into float parameters without a word (a .safetensors with the right names but int64 content
+    trained silently). float64 / float16 / bfloat16 are weights in another precision: they load as before."""
+    bad = [k for k, v in state.items() if not v.is_floating_point()
+           and (expected is None or (k in expected and expected[k].is_floating_point()))]
+    if bad:
+        named = ", ".join(f"{k} ({str(state[k].dtype).removeprefix('torch.')})" for k in bad[:3])
+        raise CheckpointError(f"{path}: {len(bad)} tensors hold integers or booleans where the model has "
+                              f"floating-point weights, e.g. {named}{', ...' if len(bad) > 3 else ''}; "
+                              f"save the weights as floating point")
 
 
 def load_model_state(module: torch.nn.Module, ckpt: dict, path: str | os.PathLike, hint: str = "") -> None:
@@ -208,6 +224,7 @@ def load_model_state(module: torch.nn.Module, ckpt: dict, path: str | os.PathLik
         written = f" The file was written for model {_short(model_cfg)}." if model_cfg else ""
         raise CheckpointError(f"{path} does not fit this model: " + "; ".join(parts) + "." + written
                               + (f" {hint}" if hint else ""))
+    check_floating(state, path, expected=own)
     module.load_state_dict(state)
 
 
@@ -221,15 +238,18 @@ def _short(obj, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _is_encoder_key(key: str) -> bool:
+    """A ViT encoder tensor in timm's names: all of them are weights (floating point)."""
+    return key.startswith(("patch_embed.", "blocks.", "norm.")) or key in ("cls_token", "pos_embed")
+
+
 def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The ViT encoder part of a pretraining state dict (timm key names), decoder dropped.
 
     The encoder's own final ``norm`` is kept (MAE, plain CrossMAE); CrossMAE with inter-block
     attention has none."""
-    prefixes = ("patch_embed.", "blocks.", "norm.")
-    names = ("cls_token", "pos_embed")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    out = {k: v for k, v in state.items() if k.startswith(prefixes) or k in names}
+    out = {k: v for k, v in state.items() if _is_encoder_key(k)}
     if "patch_embed.proj.weight" not in out or not any(k.startswith("blocks.") for k in out):
         raise CheckpointError("state dict has no ViT encoder (patch_embed.proj.weight, blocks.*)")
     return out
