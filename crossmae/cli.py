@@ -6,6 +6,8 @@ import errno
 import importlib
 import sys
 
+from .errors import original_message
+
 # command -> (module with main(config, overrides), help)
 COMMANDS = {
     "pretrain": ("crossmae.pretrain", "pretrain CrossMAE or MAE (no config: the embedded demo)"),
@@ -29,13 +31,19 @@ OS_HINTS = {
 }
 
 
+def error_message(e: BaseException) -> str:
+    """The error's own message, also when torch re-raised it from a DataLoader worker (whose text is then
+    the worker's whole traceback; crossmae.errors)."""
+    return original_message(str(e), type(e))
+
+
 def os_error_message(e: OSError) -> str:
-    """One line: the path, the cause and what to do."""
-    path = e.filename if e.filename is not None else "(path unknown)"
-    cause = e.strerror or str(e)
+    """One line: the path (when known), the cause and what to do."""
+    where = f"{e.filename}: " if e.filename is not None else ""
+    cause = e.strerror or error_message(e)
     code = errno.errorcode.get(e.errno, "") if e.errno is not None else ""
     hint = OS_HINTS.get(e.errno)
-    return f"{path}: {cause}" + (f" [{code}]" if code else "") + (f"; {hint}" if hint else "")
+    return f"{where}{cause}" + (f" [{code}]" if code else "") + (f"; {hint}" if hint else "")
 
 
 def report_errors(prog: str, fn, *args, **kwargs) -> int:
@@ -46,13 +54,13 @@ def report_errors(prog: str, fn, *args, **kwargs) -> int:
     try:
         fn(*args, **kwargs)
     except USER_ERRORS as e:  # FileNotFoundError (an OSError) is bad input: listed here first
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {error_message(e)}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"{prog}: error: {os_error_message(e)}", file=sys.stderr)
         return 1
     except FloatingPointError as e:  # the loss diverged (crossmae.engine.loop.check_finite): says what to try
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {error_message(e)}", file=sys.stderr)
         return 1
     return 0
 

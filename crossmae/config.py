@@ -18,8 +18,10 @@ from typing import Any, ClassVar, Dict, List, Optional
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .errors import WorkerSafe
 
-class ConfigError(ValueError):
+
+class ConfigError(WorkerSafe, ValueError):
     pass
 
 

@@ -32,11 +32,12 @@ from pycocotools.coco import COCO
 from torchvision.transforms.functional import pil_to_tensor
 
 from crossmae.data.image import UNREADABLE, ImageReadError, SkipCount, first_readable, load_rgb
+from crossmae.errors import WorkerSafe
 
 logger = logging.getLogger("crossmae")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(WorkerSafe, ValueError):
     pass
 
 
@@ -206,7 +207,7 @@ class CocoInstances(torch.utils.data.Dataset):
         try:
             img = pil_to_tensor(load_rgb(path))
         except UNREADABLE as e:
-            raise ImageReadError(path, e, f"(image_id {img_id})") from e
+            raise ImageReadError.of(path, e, f"(image_id {img_id})") from e
         if tuple(img.shape[1:]) != (info["height"], info["width"]):
             raise AnnotationError(f"{path} is {img.shape[2]}x{img.shape[1]} but {self.ann_file} says "
                                   f"{info['width']}x{info['height']}")

@@ -31,6 +31,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from crossmae.data.image import UNREADABLE, ImageReadError, SkipCount, first_readable, load_rgb, open_image
+from crossmae.errors import WorkerSafe
 
 from .transforms import IGNORE_INDEX
 
@@ -58,7 +59,7 @@ ADE20K_CLASSES = (
     "clock", "flag")
 
 
-class SegDataError(ValueError):
+class SegDataError(WorkerSafe, ValueError):
     pass
 
 
@@ -190,7 +191,7 @@ class ADE20KDataset(Dataset):
                 except UNREADABLE as e:
                     if skip_unreadable:
                         continue  # skipped (logged, counted) when it is read
-                    raise ImageReadError(img_path, e) from e
+                    raise ImageReadError.of(img_path, e) from e
                 try:
                     with Image.open(ann_path) as an:
                         _check_size(img_size, an.size, img_path, ann_path)
@@ -249,7 +250,7 @@ class ADE20KDataset(Dataset):
             if isinstance(e, SegDataError):  # bad labels are errors, not skips
                 raise e
             if not self.skip_unreadable:
-                raise ImageReadError(" / ".join(map(str, self.pairs[i])), e) from e
+                raise ImageReadError.of(" / ".join(map(str, self.pairs[i])), e) from e
             self._skips.add()
             logger.warning("skipping unreadable pair %s / %s (%s: %s)", *self.pairs[i], type(e).__name__, e)
 

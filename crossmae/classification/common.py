@@ -68,6 +68,8 @@ def build_datasets(cfg, out_dir: Path, is_main: bool, train_tf, eval_tf, dataset
     val = dataset_fn(cfg.data, "val", eval_tf)
     if hasattr(val, "skip_unreadable"):  # evaluation: an unreadable image is an error, never a substitute
         val.skip_unreadable = False
+    if hasattr(val, "check_headers"):  # ... found before training rather than at the first evaluation
+        val.check_headers()
     check_classes(val, cfg.data.nb_classes, f"{dataset_name(cfg.data)} val")
     train = None
     if need_train:

@@ -4,12 +4,13 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from torchvision import datasets, transforms
 
-from .image import UNREADABLE, ImageReadError, SkipCount, first_readable, load_rgb
+from .image import UNREADABLE, ImageReadError, SkipCount, first_readable, load_rgb, open_image
 
 logger = logging.getLogger("crossmae")
 
@@ -38,6 +39,15 @@ def split_dir(root: str | Path, split: str) -> Path:
     if split == "train":
         return root
     raise FileNotFoundError(f"split {split!r} not found: expected a directory {root / split}")
+
+
+def header_problem(path: str) -> BaseException | None:
+    """Why the image header at ``path`` cannot be read under the read policy, or None."""
+    try:
+        open_image(path).close()
+    except UNREADABLE as e:
+        return e
+    return None
 
 
 class SkipsUnreadable:
@@ -74,7 +84,7 @@ class SkipsUnreadable:
     def unreadable(self, path: str, e: BaseException, count: bool = True) -> None:
         """Log (and count) an unreadable image; where no substitute is allowed, raise an ImageReadError."""
         if not self.skip_unreadable:
-            raise ImageReadError(path, e) from e
+            raise ImageReadError.of(path, e) from e
         if count:
             self._skips.add()
         logger.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
@@ -100,6 +110,19 @@ class SkipsUnreadable:
             raise ValueError(f"no readable image among the {tried} files tried of {len(samples)} in "
                              f"{getattr(self, 'root', '?')} (see the warnings above for why each failed)")
         return images
+
+    def check_headers(self, workers: int = 8) -> None:
+        """Open every sample's header (format, size, pixel limit; no decode), so that an evaluation set's
+        unreadable file stops the run before training, not after an epoch: an :class:`ImageReadError`
+        naming the first such file and the count. Files whose data is broken past the header still fail
+        when they are read (a full decode of a large set would cost minutes at every start)."""
+        paths = [s[0] for s in self.sample_list()]
+        with ThreadPoolExecutor(max(1, workers)) as pool:  # file opens wait on the disk, not the GIL
+            problems = [(p, e) for p, e in zip(paths, pool.map(header_problem, paths)) if e is not None]
+        if problems:
+            path, e = problems[0]
+            raise ImageReadError.of(path, e, f"(one of {len(problems)} unreadable of the {len(paths)} images in "
+                                    f"{getattr(self, 'root', '?')})" if len(problems) > 1 else "")
 
     def __getitem__(self, index: int):
         samples = self.sample_list()

@@ -27,6 +27,8 @@ from typing import Callable, TypeVar
 import numpy as np
 from PIL import Image
 
+from ..errors import WorkerSafe
+
 MAX_PIXELS_ENV = "CROSSMAE_MAX_IMAGE_PIXELS"
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 T = TypeVar("T")
@@ -36,17 +38,22 @@ T = TypeVar("T")
 UNREADABLE = (OSError, ValueError, SyntaxError)
 
 
-class UnreadableImageError(OSError):
+class UnreadableImageError(WorkerSafe, OSError):
     """An image that decodes but is refused by the policy above (too large, unsupported depth)."""
 
 
-class ImageReadError(ValueError):
+class ImageReadError(WorkerSafe, ValueError):
     """An image that must be read (e.g. by an evaluation, where a substitute would change the score) and
-    cannot be: bad input, reported as ``<prog>: error: unreadable image <path> (...)`` with exit code 2."""
+    cannot be: bad input, reported as ``<prog>: error: unreadable image <path> (...)`` with exit code 2.
+    Built by :meth:`of`; ``path`` is the file (None after a DataLoader worker re-raised it: torch passes
+    the message alone)."""
 
-    def __init__(self, path, cause: BaseException, what: str = ""):
-        super().__init__(f"unreadable image {path}{' ' + what if what else ''} ({type(cause).__name__}: {cause})")
-        self.path = str(path)
+    path: str | None = None
+
+    @classmethod
+    def of(cls, path: str | Path, cause: BaseException, what: str = "") -> "ImageReadError":
+        return cls(f"unreadable image {path}{' ' + what if what else ''} ({type(cause).__name__}: {cause})",
+                   path=str(path))
 
 
 def default_max_pixels() -> int | None:
