@@ -37,7 +37,10 @@ def run(args) -> None:
     print(f"{len(rows)} pretrained checkpoints, {len(problems)} problems; wrote results.md, results.csv, results.tex "
           f"in {out}")
     if not args.no_curves:
-        logs = C.find_logs(args.roots)
+        log_problems: list = []
+        logs = C.find_logs(args.roots, log_problems)
+        for problem in log_problems:
+            print(problem)
         series = {_label(run, args.roots): C.curve_series(lg) for run, lg in logs.items()}
         series = {k: v for k, v in series.items() if v}
         if series:

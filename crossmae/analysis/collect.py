@@ -10,7 +10,6 @@ listed as problems.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -20,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ..userfiles import parse_json, parse_yaml
 from .tables import csv_table, fmt, latex_table, markdown_table
 
 logger = logging.getLogger("crossmae")
@@ -103,8 +103,8 @@ class Row:
 # ------------------------------------------------------------------ reading
 def read_results(path: Path) -> tuple[dict | None, Problem | None]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = parse_json(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: JSONDecodeError, NestingError
         return None, Problem(str(path), "corrupt", f"cannot parse: {e}")
     if not isinstance(data, dict):
         return None, Problem(str(path), "invalid", f"holds a {type(data).__name__}, not an object")
@@ -127,8 +127,8 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
+            rec = parse_json(line)
+        except ValueError:  # JSONDecodeError, NestingError
             bad += 1
             continue
         if isinstance(rec, dict):
@@ -190,8 +190,8 @@ def read_model_kwargs(run_dir: Path) -> tuple[dict, Problem | None]:
     if not cfg.is_file():
         return {}, None
     try:
-        data = yaml.safe_load(cfg.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        data = parse_yaml(cfg.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:  # ValueError: NestingError
         return {}, Problem(str(cfg), "corrupt", f"cannot parse: {str(e).splitlines()[0]}")
     if not isinstance(data, dict) or "epochs" not in data:
         return {}, Problem(str(cfg), "corrupt", "cut short (no 'epochs' after the model section): run skipped")
@@ -341,8 +341,8 @@ def build_rows(found: list[tuple[Path, dict]], problems: list[Problem]) -> tuple
 # ------------------------------------------------------------------ references
 def load_references(path: str | Path = REFERENCE_FILE) -> dict:
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as e:
+        data = parse_yaml(Path(path).read_text())
+    except (ValueError, yaml.YAMLError) as e:  # ValueError: NestingError
         raise ValueError(f"{path}: not readable YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise ValueError(f"{path}: expected a mapping with a 'results' list")
@@ -442,8 +442,9 @@ def collect(roots: list[str | Path],
 
 
 # ------------------------------------------------------------------ training curves
-def find_logs(roots: list[str | Path]) -> dict[Path, dict[str, list[dict]]]:
-    """{run dir: {"train": train_log records, "epoch": epoch_log records}} for every run with a log."""
+def find_logs(roots: list[str | Path], problems: list[Problem] | None = None) -> dict[Path, dict[str, list[dict]]]:
+    """{run dir: {"train": train_log records, "epoch": epoch_log records}} for every run with a log; a log
+    with unreadable lines (cut by a kill, or not JSON) is added to ``problems``, its other lines are used."""
     runs: dict[Path, dict[str, list[dict]]] = {}
     for root in roots:
         root = Path(root).expanduser()
@@ -451,7 +452,9 @@ def find_logs(roots: list[str | Path]) -> dict[Path, dict[str, list[dict]]]:
             continue
         for name, kind in (("train_log.jsonl", "train"), ("epoch_log.jsonl", "epoch")):
             for path in sorted(root.rglob(name)):
-                records, _ = read_jsonl(path)
+                records, bad = read_jsonl(path)
+                if bad and problems is not None:
+                    problems.append(Problem(str(path), "log", f"{bad} unreadable line{'s' * (bad != 1)} skipped"))
                 runs.setdefault(path.parent.resolve(), {"train": [], "epoch": []})[kind] = records
     return runs
 

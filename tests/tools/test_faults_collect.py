@@ -66,3 +66,56 @@ def test_collect_cli_bad_references_is_one_line(tmp_path, capsys):
         assert tool.main([str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--references", str(refs)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("collect: error: ") and str(refs) in err[0], err
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000  # well-formed, nested far beyond Python's recursion limit
+DEEP_YAML = "[" * 100_000 + "]" * 100_000  # a YAML flow sequence too
+
+
+def test_deeply_nested_files_are_problems_and_the_table_is_still_written(tmp_path, capsys):
+    """Issue 20 §5: a results.json, a config.yaml or a log line nested 100 000 deep is one problem line each
+    (it was a RecursionError that aborted the whole collection); the other runs still make the tables."""
+    runs = tmp_path / "runs"
+    good = _pretrain_run(runs, "good")
+    (good / "train_log.jsonl").write_text(json.dumps({"epoch": 0.5, "loss": 1.0}) + "\n" + DEEP_JSON + "\n"
+                                          + json.dumps({"epoch": 1.0, "loss": 0.5}) + "\n")
+    deep_results = _pretrain_run(runs, "deep_results")
+    (deep_results / "results.json").write_text(DEEP_JSON)
+    deep_value = _pretrain_run(runs, "deep_value")  # an object whose one field nests deeply
+    text = (deep_value / "results.json").read_text()
+    (deep_value / "results.json").write_text(text.replace('"epochs": 2', '"epochs": ' + "[" * 990 + "]" * 990))
+    deep_config = _pretrain_run(runs, "deep_config")
+    (deep_config / "config.yaml").write_text("epochs: 2\nmodel: " + DEEP_YAML + "\n")
+    downstream = runs / "ft"
+    downstream.mkdir()
+    (downstream / "results.json").write_text(json.dumps(
+        {"task": "finetune", "dataset": "x" + "[" * 5000, "checkpoint": str(good / "checkpoint.pth"),
+         "metrics": {"top1": [[[[[[[[1.0]]]]]]]]}}))  # a readable file with a non-number metric: a problem too
+
+    out = tmp_path / "tables"
+    assert load_tool("collect").main([str(runs), "--output-dir", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "1 pretrained checkpoints, 4 problems" in captured.out
+    assert (out / "results.csv").is_file() and (out / "curves.png").is_file()
+    table = (out / "results.md").read_text()
+    assert "| good " in table
+    listed = [ln for ln in table.splitlines() if ln.startswith("- [")]  # "Not in the table": one line each
+    expected = [deep_results / "results.json", deep_value / "results.json", deep_config / "config.yaml",
+                downstream / "results.json"]
+    assert len(listed) == 4 and all(sum(f"] {p}: " in ln for ln in listed) == 1 for p in expected), listed
+    assert all(len(ln) < 300 for ln in listed)
+    # the log's deep line is skipped and reported in one line; its other lines still make the curve
+    log_lines = [ln for ln in (captured.out + captured.err).splitlines() if "train_log.jsonl" in ln]
+    assert len(log_lines) == 1 and "1 unreadable line" in log_lines[0]
+    series = C.curve_series(C.find_logs([runs])[good.resolve()])
+    assert series["train loss"] == ([0.5, 1.0], [1.0, 0.5])
+
+
+def test_deeply_nested_references_file_is_one_line(tmp_path, capsys):
+    _pretrain_run(tmp_path / "runs")
+    refs = tmp_path / "refs.yaml"
+    refs.write_text("results: " + DEEP_YAML + "\n")
+    assert load_tool("collect").main([str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"),
+                                      "--references", str(refs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(refs) in err[0] and "nested" in err[0], err
