@@ -131,6 +131,8 @@ CHECKS: dict[str, Check] = {
     "cutmix": NONNEG, "cutmix_minmax": Check(lo=0, hi=1, length=2, ordered=True), "mixup_prob": PROB,
     "mixup_switch_prob": PROB, "mixup_mode": Check(choices=("batch", "pair", "elem")),
     "remode": Check(choices=("const", "rand", "pixel")), "smoothing": RATE, "crop_pct": FRACTION,
+    # divergence (crossmae/engine/loop.py: DivergencePolicy)
+    "on_divergence": Check(choices=("stop", "rollback")), "max_retries": NONNEG_INT, "lr_factor": FRACTION,
     # evaluation
     "stride": POS_INT, "ratios": POSITIVE, "crop_batch": POS_INT, "max_images": POS_INT,
 }
@@ -277,6 +279,13 @@ class PretrainKnn:
 
 
 @dataclass
+class Divergence:
+    """``on_divergence: rollback``: how often, and with how much lower an lr (crossmae/engine/loop.py)."""
+    max_retries: int = 3  # rollbacks in the whole run before giving up
+    lr_factor: float = 0.5  # the lr is multiplied by this at every rollback, for the rest of the run
+
+
+@dataclass
 class PretrainConfig:
     model: Dict[str, Any] = field(default_factory=lambda: {"name": "crossmae_vit_base_patch16"})
     data: PretrainData = field(default_factory=PretrainData)
@@ -297,3 +306,7 @@ class PretrainConfig:
     keep_every: int = 100  # epochs between kept snapshots checkpoint-XXXX.pth (0 = none)
     log_every: int = 20  # iterations between train_log.jsonl lines
     num_vis: int = 8  # images in the reconstruction figure and the fixed-batch loss (0 = none)
+    # a non-finite loss, weights or evaluation loss: stop (naming the last good checkpoint) | rollback (restore
+    # it, lower the lr by divergence.lr_factor, go on; at most divergence.max_retries times)
+    on_divergence: str = "stop"
+    divergence: Divergence = field(default_factory=Divergence)

@@ -12,6 +12,7 @@ counts are summed.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -119,9 +120,13 @@ class KnnMonitor:
                                   self.pool)
         mem, mem_labels = gather_rows(mem), gather_rows(mem_labels)
         q, q_labels = extract(encoder, self.val, device, self.batch_size, self.num_workers, rank, world, self.pool)
+        encoder.train(was_training)
+        finite = torch.isfinite(mem).all() & torch.isfinite(q).all()
+        if all_reduce_sum(finite.logical_not().float().reshape(1)) > 0:
+            # NaN similarities would vote for arbitrary classes: chance accuracy, not a measurement
+            return {"knn_top1": math.nan, "knn_time_s": time.time() - start}
         pred = knn_predict(mem, mem_labels, q, self.num_classes, self.k, self.temperature)
         counts = all_reduce_sum(torch.tensor([float((pred == q_labels).sum()), float(q.shape[0])], device=device))
-        encoder.train(was_training)
         return {"knn_top1": 100.0 * float(counts[0]) / max(float(counts[1]), 1.0), "knn_time_s": time.time() - start}
 
 
@@ -145,16 +150,20 @@ def run(checkpoint: str, data: str, train_images: int = 5000, val_images: int = 
     monitor = KnnMonitor(data, model.patch_embed.img_size[0], train_images, val_images, k, temperature,
                          batch_size, num_workers, pool)
     metrics = monitor(model, dist.device)
+    if math.isnan(metrics["knn_top1"]):
+        raise ValueError(f"{checkpoint}: the encoder's features are not finite (inf/NaN) on the kNN images: its "
+                         f"weights are unusable (written by a run that diverged?); no kNN accuracy to report")
     if dist.is_main:
         print(f"kNN top-1 {metrics['knn_top1']:.2f}% (k={k}, T={temperature}, {len(monitor.train)} memory / "
               f"{len(monitor.val)} query images, {monitor.num_classes} classes) in {metrics['knn_time_s']:.1f} s")
     return metrics
 
 
-def with_knn(evaluate, knn_cfg, img_size: int, epochs: int, start_epoch, demo_root: str | Path):
+def with_knn(evaluate, knn_cfg, img_size: int, epochs: int, current_epoch, demo_root: str | Path):
     """Wrap the training loop's ``evaluate(model) -> metrics`` (called once per epoch) so that it adds
     ``knn_top1`` every ``knn_cfg.every`` epochs and at the last one; unchanged when the monitor is off.
-    ``start_epoch()`` is the epoch the run (re)started from; ``knn.path=demo`` means ``demo_root``."""
+    ``current_epoch()`` is the (0-based) epoch the loop is in (``Trainer.epoch``: right after a resume or a
+    rollback too); ``knn.path=demo`` means ``demo_root``."""
     if not knn_cfg.path or knn_cfg.every <= 0:
         return evaluate
     path = knn_cfg.path
@@ -169,12 +178,10 @@ def with_knn(evaluate, knn_cfg, img_size: int, epochs: int, start_epoch, demo_ro
                          knn_cfg.batch_size, knn_cfg.num_workers, knn_cfg.pool)
     logger.info("kNN monitor every %d epochs: %d memory / %d query images of %s, k=%d, T=%g", knn_cfg.every,
                 len(monitor.train), len(monitor.val), path, knn_cfg.k, knn_cfg.temperature)
-    calls = [0]
 
     def evaluate_with_knn(model) -> dict:
         metrics = dict(evaluate(model)) if evaluate is not None else {}
-        calls[0] += 1
-        epoch = start_epoch() + calls[0]
+        epoch = current_epoch() + 1  # epochs done once this evaluation's epoch is
         if epoch % knn_cfg.every == 0 or epoch >= epochs:
             metrics.update(monitor(model))
         return metrics

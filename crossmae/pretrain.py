@@ -118,7 +118,7 @@ def run(cfg) -> dict:
     if vis is None:
         dataset.readable_images(1)  # a folder of unreadable files fails now, not mid-epoch
     evaluate = (lambda m: {"fixed_mask_loss": fixed_mask_loss(m, vis, cfg.seed)}) if vis is not None else None
-    evaluate = with_knn(evaluate, cfg.knn, img_size, cfg.epochs, lambda: trainer.start_epoch, out_dir / "demo_data")
+    evaluate = with_knn(evaluate, cfg.knn, img_size, cfg.epochs, lambda: trainer.epoch, out_dir / "demo_data")
     trainer = Trainer(model=model, optimizer=optimizer, train_loader=loader, lr_schedule=schedule,
                       loss_fn=pretrain_loss, epochs=cfg.epochs, output_dir=out_dir, dist=dist, accum_iter=accum_iter,
                       clip_grad=cfg.optim.clip_grad, precision=cfg.precision, compile=cfg.compile, evaluate=evaluate,

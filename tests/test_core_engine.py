@@ -207,7 +207,8 @@ def test_a_non_finite_loss_stops_the_run_without_touching_the_checkpoint(tmp_pat
     before = load_checkpoint(tmp_path / "checkpoint.pth")["model"]
     trainer = make_trainer(tmp_path, epochs=2, loss_fn=lambda m, b: m(b[0]).loss * float("nan"))
     trainer.auto_resume("")
-    with pytest.raises(FloatingPointError, match="last checkpoint is intact"):
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step \d+; stopping. The last good checkpoint is "
+                                                 r".*checkpoint.pth \(epoch 1\)"):
         trainer.fit()
     after = load_checkpoint(tmp_path / "checkpoint.pth")
     assert after["epoch"] == 1 and all(torch.equal(before[k], after["model"][k]) for k in before)

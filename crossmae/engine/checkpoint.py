@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import pickle
 import random
@@ -182,7 +183,56 @@ def model_state(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> dict[st
         raise CheckpointError(f"{path} is not a CrossMAE/MAE checkpoint: expected a 'model' state dict, "
                               f"found keys {sorted(ckpt)[:8]}")
     check_floating({k: v for k, v in state.items() if _is_encoder_key(k.removeprefix("module."))}, path)
+    check_finite_weights(state, path)  # every load of weights (resume=, pretrained=, det, seg, knn) comes here
     return state
+
+
+def named_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a (nested) state dict by dotted name: ``{"optimizer.state.3.exp_avg": t, ...}``."""
+    if isinstance(obj, torch.Tensor):
+        return {prefix.rstrip("."): obj}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    out = {}
+    for k, v in items:
+        out.update(named_tensors(v, f"{prefix}{k}."))
+    return out
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether no tensor holds an inf or NaN, in one fused reduction and one host sync: the max-abs norm of
+    every tensor at once (finite iff the tensor is; unlike a sum or a 2-norm it cannot overflow)."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        if (t.is_floating_point() or t.is_complex()) and t.numel():
+            by_device.setdefault(t.device, []).append(t.detach())
+    flags = [torch.isfinite(torch.stack(torch._foreach_norm(ts, ord=math.inf))).all() for ts in by_device.values()]
+    return all(bool(f) for f in flags)
+
+
+def nonfinite_names(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors holding an inf or NaN (looked up one by one only when :func:`all_finite` fails)."""
+    if all_finite(list(tensors.values())):
+        return []
+    return [k for k, t in tensors.items()
+            if (t.is_floating_point() or t.is_complex()) and t.numel() and not bool(torch.isfinite(t).all())]
+
+
+def describe_nonfinite(bad: list[str], total: int, what: str = "tensors") -> str:
+    """E.g. '49 of 51 tensors hold inf/NaN (blocks.0.attn.qkv.weight, ...)'."""
+    return f"{len(bad)} of {total} {what} hold inf/NaN ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+
+
+DIVERGED_FILE_HINT = ("it was written by a run that diverged: use an earlier checkpoint of that run "
+                      "(checkpoint-XXXX.pth), or train again with a lower lr")
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """A :class:`CheckpointError` naming ``path`` if its weights hold inf/NaN: such a file cannot be trained
+    on, fine-tuned from or evaluated, and the error would otherwise surface later as a NaN loss."""
+    bad = nonfinite_names(state)
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite weights: {describe_nonfinite(bad, len(state))}; "
+                              f"{DIVERGED_FILE_HINT}")
 
 
 def check_floating(state: dict[str, torch.Tensor], path: str | os.PathLike,

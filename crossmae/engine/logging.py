@@ -1,12 +1,16 @@
-"""Run logging on rank 0: a tqdm progress bar, JSON-lines metrics, TensorBoard scalars."""
+"""Run logging on rank 0: progress (a tqdm bar on a terminal, plain periodic lines elsewhere), JSON-lines
+metrics, TensorBoard scalars."""
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Iterable
 
 from .checkpoint import atomic_write
 from .distributed import is_main_process
@@ -37,6 +41,85 @@ def setup_logging(output_dir: str | Path | None = None) -> None:
         # before anything is written there (log.txt opens at its first record, so the lock's warnings
         # about a stale lock or leftover temporary files reach it)
         lock_run_dir(output_dir)
+
+
+# ------------------------------------------------------------------ progress
+PROGRESS_ENV = "CROSSMAE_PROGRESS"  # bar | lines | auto (unset): bars only where stderr is a terminal
+
+
+def use_bars() -> bool:
+    """tqdm bars where stderr is a terminal; elsewhere (SLURM .out files, nohup, CI) every redraw would land in
+    the log, carriage returns and all, so plain lines instead. ``CROSSMAE_PROGRESS=bar|lines`` forces either."""
+    mode = os.environ.get(PROGRESS_ENV, "auto").strip().lower()
+    if mode == "auto":
+        isatty = getattr(sys.stderr, "isatty", None)
+        return bool(isatty and isatty())
+    if mode not in ("bar", "lines"):
+        raise ValueError(f"environment variable {PROGRESS_ENV}={mode!r}: must be bar, lines or auto")
+    return mode == "bar"
+
+
+def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
+                 disable: bool = False, steps_left: int | None = None, min_interval_s: float = 30.0):
+    """A tqdm bar, or (see :func:`use_bars`) a :class:`ProgressLines` with the same interface."""
+    if use_bars():
+        from tqdm import tqdm
+        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True, leave=False)
+    return ProgressLines(iterable, total=total, desc=desc, unit=unit, disable=disable, steps_left=steps_left,
+                         min_interval_s=min_interval_s)
+
+
+class ProgressLines:
+    """Progress as log lines (console and log.txt), like detectron2's and mmengine's loggers. The training
+    loop calls ``set_postfix`` at its logging steps (every ``log_every``): one line each, with the step, the
+    fields given (loss, lr, images/s) and the ETA of the ``steps_left`` steps to the end of the run.
+    Iterated over (evaluation loops), it writes a line at most every ``min_interval_s`` seconds."""
+
+    def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "", unit: str = "it",
+                 disable: bool = False, steps_left: int | None = None, min_interval_s: float = 30.0):
+        self.iterable, self.desc, self.unit, self.disable = iterable, desc, unit, disable
+        self.total = total if total is not None or iterable is None else _len_or_none(iterable)
+        self.steps_left = steps_left if steps_left is not None else self.total
+        self.min_interval_s = min_interval_s
+        self.n = 0
+        self.start = self.last_line = time.monotonic()
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+            if time.monotonic() - self.last_line >= self.min_interval_s:
+                self._line({})
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, **fields) -> None:
+        self._line(fields)
+
+    def _line(self, fields: dict) -> None:
+        if self.disable:
+            return
+        now = time.monotonic()
+        self.last_line = now
+        rate = self.n / max(now - self.start, 1e-9)
+        where = f"{self.n}/{self.total}" if self.total else str(self.n)
+        if self.unit != "it":
+            where = f"{self.unit} {where}"
+        parts = [f"{k}={v}" for k, v in fields.items()] or [f"{rate:.2f} {self.unit}/s"]
+        if self.steps_left and self.n:
+            parts.append(f"eta {datetime.timedelta(seconds=round((self.steps_left - self.n) / rate))}")
+        logger.info("%s %s: %s", self.desc, where, " ".join(parts))
+
+    def close(self) -> None:
+        pass
+
+
+def _len_or_none(iterable) -> int | None:
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
 
 
 class RunLogger:

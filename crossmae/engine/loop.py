@@ -5,16 +5,24 @@ mixed precision, clipping, per-step learning rate, logging, evaluation, checkpoi
 Reproducibility: at the start of every epoch the RNGs are seeded from (seed, epoch, rank) and the
 distributed sampler from (seed, epoch), so a run resumed from an epoch checkpoint follows the same
 trajectory as one that never stopped, on every rank.
+
+Divergence: a non-finite loss (checked at logging steps and epoch ends), non-finite weights or optimizer
+state (checked before every checkpoint write, which is then refused) or a non-finite evaluation loss stops
+the run naming the last good checkpoint, or, with ``on_divergence: rollback``, restores that checkpoint,
+lowers the lr by ``divergence.lr_factor`` for the rest of the run and carries on (at most
+``divergence.max_retries`` times). A written checkpoint is therefore always finite.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import fnmatch
 import logging
 import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,11 +30,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
-
-from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from .checkpoint import (CheckpointError, describe_nonfinite, load_checkpoint, load_model_state, named_tensors,
+                         nonfinite_names, save_checkpoint)
 from .distributed import DistInfo, all_reduce_sum
-from .logging import RunLogger, flatten_dict
+from .logging import RunLogger, flatten_dict, progress_bar
 from .optim import set_lr
 from .rundir import lock_run_dir
 
@@ -96,6 +103,40 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+@dataclass(frozen=True)
+class DivergencePolicy:
+    """What the loop does when training diverges. ``stop``: raise, naming the last good checkpoint (the
+    default: a human decides). ``rollback``: restore the last good checkpoint (model, optimizer, scaler,
+    step; the data order is a function of (seed, epoch), so it replays exactly), multiply the lr by
+    ``lr_factor`` for the rest of the run, and go on; give up after ``max_retries`` rollbacks in the run.
+
+    Why a lower lr rather than skipping the offending batches: the loss is checked at logging steps only
+    (a check per step would sync the GPU every step), so the batch that started a divergence is not known;
+    a too-high lr (the common cause) diverges again on other batches; and it is what a user restarting by
+    hand does, so a rolled-back run equals, bitwise, that manual restart (tools/fault_inject.py checks it)."""
+    action: str = "stop"
+    max_retries: int = 3
+    lr_factor: float = 0.5
+
+    def __post_init__(self):
+        if self.action not in ("stop", "rollback"):
+            raise ValueError(f"on_divergence must be stop or rollback, got {self.action!r}")
+        if self.max_retries < 0 or not 0 < self.lr_factor <= 1:
+            raise ValueError(f"divergence.max_retries must be >= 0 and divergence.lr_factor in (0, 1], got "
+                             f"{self.max_retries} and {self.lr_factor}")
+
+    @classmethod
+    def from_config(cls, config: dict) -> "DivergencePolicy":
+        """From a task config's ``on_divergence`` and ``divergence`` fields (stop where it has none)."""
+        section = config.get("divergence") or {}
+        return cls(str(config.get("on_divergence") or "stop"), int(section.get("max_retries", cls.max_retries)),
+                   float(section.get("lr_factor", cls.lr_factor)))
+
+
+class Diverged(FloatingPointError):
+    """Raised inside the loop when training diverged; ``fit`` stops or rolls back (``DivergencePolicy``)."""
+
+
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
     s = (seed * 1_000_003 + epoch * 1009 + rank) % (2 ** 31)
     torch.manual_seed(s)
@@ -110,7 +151,8 @@ class Trainer:
                  compile: bool | str = False, evaluate: Callable[[nn.Module], dict] | None = None, eval_every: int = 1,
                  best_metric: str | None = None, save_every: int = 1, keep_every: int = 0,
                  config: dict | None = None, seed: int = 0, log_every: int = 20, find_unused_parameters: bool = False,
-                 tensorboard: bool = True, allow_cpu_autocast: bool = False):
+                 tensorboard: bool = True, allow_cpu_autocast: bool = False,
+                 divergence: DivergencePolicy | None = None):
         if accum_iter < 1:
             raise ValueError(f"accum_iter must be >= 1, got {accum_iter}")
         self.module = model.to(dist.device)
@@ -142,12 +184,19 @@ class Trainer:
         self.seed = seed
         self.log_every = log_every
         self.start_epoch = 0
+        self.epoch = 0  # the (0-based) epoch being trained or evaluated
         self.step = 0  # optimizer steps taken
         self.best: float | None = None
         self.last_eval: dict = {}
         # what a task measures once, at the start of training (e.g. the loss before it): kept in checkpoints,
         # so a run resumed after a kill still reports it
         self.run_state: dict = {}
+        # on_divergence: from the config of every task that has the fields, unless given
+        self.divergence = divergence or DivergencePolicy.from_config(self.config)
+        self.lr_scale = 1.0  # lr_factor ** rollbacks: kept in checkpoints, so a restarted run keeps the lower lr
+        self.rollbacks = 0
+        self.last_good: tuple[Path, int] | None = None  # the newest finite checkpoint written or resumed: (path, epoch)
+        self._initial_state: dict | None = None  # what a rollback before the first checkpoint restores
         if dist.is_main:  # tasks claimed it in setup_logging already; this covers direct users of the Trainer
             lock_run_dir(self.output_dir)
         self.run_log = RunLogger(self.output_dir, tensorboard=tensorboard)
@@ -156,11 +205,30 @@ class Trainer:
     def state_dict(self, epoch: int) -> dict:
         return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": epoch, "step": self.step, "best": self.best,
-                "config": self.config, "run_state": self.run_state}
+                "config": self.config, "run_state": self.run_state,
+                "divergence": {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks}}
 
     def save(self, name: str, epoch: int) -> None:
+        """Write a checkpoint, unless the weights or optimizer state are not finite (then ``Diverged``):
+        a written checkpoint is always one to resume from."""
+        state = self.state_dict(epoch)
+        self.check_finite_state(state)  # on every rank: the decision must be the same everywhere
+        path = self.output_dir / name
         if self.dist.is_main:
-            save_checkpoint(self.state_dict(epoch), self.output_dir / name)
+            save_checkpoint(state, path)
+        if self.last_good is None or epoch >= self.last_good[1]:
+            self.last_good = (path, epoch)
+
+    def check_finite_state(self, state: dict) -> None:
+        """Raise ``Diverged`` if the model or optimizer tensors of ``state`` hold an inf or NaN: one fused
+        reduction over all of them (about a 2-norm's cost), names looked up only if it fails."""
+        tensors = {**named_tensors(state["model"], "model."), **named_tensors(state["optimizer"]["state"], "optimizer.")}
+        bad = nonfinite_names(tensors)
+        if _any_rank(bool(bad), self.dist.device):
+            model = [k for k in bad if k.startswith("model.")]
+            what = (describe_nonfinite([k.removeprefix("model.") for k in model], len(state["model"]), "model tensors")
+                    if model else describe_nonfinite(bad, len(tensors) - len(state["model"]), "optimizer tensors"))
+            raise Diverged(f"the weights are not finite after step {self.step}: {what}; checkpoint not written")
 
     def resume(self, path: str | Path, refuse_other_run: bool = False) -> None:
         """Continue from a training checkpoint. Its recorded config is compared with this run's: a different
@@ -172,7 +240,21 @@ class Trainer:
             raise CheckpointError(f"cannot resume from {path}: it lacks {missing} (a weights-only file? "
                                   f"use it as pretrained weights instead)")
         check_resume_config(ckpt.get("config"), self.config, path, refuse=refuse_other_run)
-        load_model_state(self.module, ckpt, path, hint=RESUME_HINT)
+        self.load_training_state(ckpt, path)
+        self.last_good = (Path(path), self.start_epoch)
+        logger.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.step)
+        if self.lr_scale != 1.0:
+            logger.info("the lr stays x%g, as lowered by %d rollback(s) after divergence", self.lr_scale,
+                        self.rollbacks)
+
+    def load_training_state(self, ckpt: dict, path: str | Path) -> None:
+        """Model, optimizer, scaler, epoch, step and the rest of a checkpoint (``resume`` and rollbacks)."""
+        load_model_state(self.module, ckpt, path, hint=RESUME_HINT)  # refuses non-finite weights
+        bad = nonfinite_names(named_tensors(ckpt["optimizer"].get("state", {})))
+        if bad:
+            raise CheckpointError(f"cannot resume from {path}: its optimizer state holds inf/NaN ({bad[0]}, ...): "
+                                  f"it was written by a run that diverged; use an earlier checkpoint, or "
+                                  f"pretrained= to start a new run from its weights")
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as e:  # other parameter groups: another layer_decay / weight-decay split
@@ -180,11 +262,13 @@ class Trainer:
                                   f"parameter groups ({e}). {RESUME_HINT}") from e
         if "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
-        self.start_epoch = int(ckpt["epoch"])
+        self.start_epoch = self.epoch = int(ckpt["epoch"])
         self.step = int(ckpt.get("step", 0))
         self.best = ckpt.get("best")
         self.run_state = dict(ckpt.get("run_state") or {})
-        logger.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.step)
+        divergence = ckpt.get("divergence") or {}
+        self.lr_scale = float(divergence.get("lr_scale", 1.0))
+        self.rollbacks = int(divergence.get("rollbacks", 0))
 
     def auto_resume(self, resume: str | None) -> None:
         """Resume from ``resume`` if given, else from ``<output_dir>/checkpoint.pth`` if it exists (refused
@@ -226,15 +310,20 @@ class Trainer:
             sampler.set_epoch(epoch)
         n_steps = self.steps_per_epoch()
         totals: dict[str, torch.Tensor] = {}
-        bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.dist.is_main,
-                   dynamic_ncols=True, leave=False)
+        # a bar on a terminal; where stderr is a file (SLURM, nohup, CI), a plain line at every logging step
+        bar = progress_bar(total=n_steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", disable=not self.dist.is_main,
+                           steps_left=(self.epochs - epoch) * n_steps)
+        with contextlib.closing(bar):
+            return self._train_steps(epoch, n_steps, totals, bar)
+
+    def _train_steps(self, epoch: int, n_steps: int, totals: dict, bar) -> dict:
         t0, n_samples, micro = time.time(), 0, 0
         self.optimizer.zero_grad(set_to_none=True)
         for batch in self.loader:
             if micro // self.accum_iter >= n_steps:
                 break
             if micro % self.accum_iter == 0:
-                lr = self.lr_schedule(self.step)
+                lr = self.lr_schedule(self.step) * self.lr_scale
                 set_lr(self.optimizer, lr)
             batch = to_device(batch, self.dist.device)
             last_micro = micro % self.accum_iter == self.accum_iter - 1
@@ -250,7 +339,7 @@ class Trainer:
             bar.update(1)
             if self.step % self.log_every == 0 or micro // self.accum_iter == n_steps:
                 loss = float(metrics["loss"])
-                check_finite(loss, self.step)
+                self.check_finite_loss(loss)
                 ips = n_samples * self.dist.world_size / (time.time() - t0)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}")
                 record = {"epoch": epoch + micro / (n_steps * self.accum_iter), "lr": lr, "img_per_s": ips,
@@ -258,43 +347,100 @@ class Trainer:
                 if grad_norm is not None:
                     record["grad_norm"] = grad_norm
                 self.run_log.log_iter(self.step, record)
-        bar.close()
         # mean over every micro-batch of every rank
         keys = sorted(totals)
         stacked = torch.stack([totals[k] for k in keys] + [torch.tensor(float(micro), dtype=torch.float64,
                                                                         device=self.dist.device)])
         stacked = all_reduce_sum(stacked)
         if "loss" in totals:
-            check_finite(float(stacked[keys.index("loss")]), self.step)
+            self.check_finite_loss(float(stacked[keys.index("loss")]))
         means = {f"train_{k}": float(stacked[i] / max(stacked[-1], 1)) for i, k in enumerate(keys)}
-        return {**means, "epoch_time_s": time.time() - t0, "lr": self.lr_schedule(self.step)}
+        return {**means, "epoch_time_s": time.time() - t0, "lr": self.lr_schedule(self.step) * self.lr_scale}
+
+    def check_finite_loss(self, loss: float) -> None:
+        """At logging steps and epoch ends only (not every step: that would sync the GPU each step); either
+        way before the next checkpoint is written. Agreed on by every rank."""
+        if _any_rank(not math.isfinite(loss), self.dist.device):
+            raise Diverged(f"loss is {loss} at step {self.step}")
 
     def fit(self) -> dict:
         # the logs describe one trajectory: drop what a killed run logged after the checkpoint we start from
         self.run_log.rewind(self.step, self.start_epoch)
         if self.start_epoch >= self.epochs:
             logger.info("nothing to train: checkpoint is at epoch %d of %d", self.start_epoch, self.epochs)
-        for epoch in range(self.start_epoch, self.epochs):
-            seed_epoch(self.seed, epoch, self.dist.rank)
-            record = self.train_one_epoch(epoch)
-            skipped = getattr(getattr(self.loader, "dataset", None), "num_skipped", None)
-            if callable(skipped):
-                record["skipped_images"] = skipped()
-            last = epoch + 1 == self.epochs
-            if self.evaluate is not None and ((epoch + 1) % self.eval_every == 0 or last):
-                self.last_eval = self.evaluate(self.module)
-                record["eval"] = self.last_eval
-                self._track_best(epoch)
-            # checkpoint.pth is the epoch's commit point, written last: a kill before it repeats the epoch
-            # (logs are rewound, snapshots rewritten identically), a kill after it loses nothing of the epoch
-            if self.keep_every and (epoch + 1) % self.keep_every == 0:
-                self.save(f"checkpoint-{epoch + 1:04d}.pth", epoch + 1)
-            self.run_log.log_epoch(epoch + 1, record, step=self.step)
-            logger.info("epoch %d/%d: %s", epoch + 1, self.epochs, _fmt(record))
-            if (epoch + 1) % self.save_every == 0 or last:
-                self.save("checkpoint.pth", epoch + 1)
+        elif self.divergence.action == "rollback" and self.last_good is None:
+            self._initial_state = self._snapshot()
+        epoch = self.start_epoch
+        while epoch < self.epochs:
+            try:
+                self._run_epoch(epoch)
+                epoch += 1
+            except Diverged as diverged:
+                epoch = self._recover(diverged)
         self.run_log.close()
         return self.last_eval
+
+    def _run_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        seed_epoch(self.seed, epoch, self.dist.rank)
+        record = self.train_one_epoch(epoch)
+        skipped = getattr(getattr(self.loader, "dataset", None), "num_skipped", None)
+        if callable(skipped):
+            record["skipped_images"] = skipped()
+        last = epoch + 1 == self.epochs
+        if self.evaluate is not None and ((epoch + 1) % self.eval_every == 0 or last):
+            metrics = self.evaluate(self.module)
+            check_eval_losses(metrics, epoch + 1)  # a NaN evaluation is never a result to keep
+            self.last_eval = metrics
+            record["eval"] = metrics
+            self._track_best(epoch)
+        # checkpoint.pth is the epoch's commit point, written last: a kill before it repeats the epoch
+        # (logs are rewound, snapshots rewritten identically), a kill after it loses nothing of the epoch
+        if self.keep_every and (epoch + 1) % self.keep_every == 0:
+            self.save(f"checkpoint-{epoch + 1:04d}.pth", epoch + 1)
+        self.run_log.log_epoch(epoch + 1, record, step=self.step)
+        logger.info("epoch %d/%d: %s", epoch + 1, self.epochs, _fmt(record))
+        if (epoch + 1) % self.save_every == 0 or last:
+            self.save("checkpoint.pth", epoch + 1)
+
+    # ------------------------------------------------------------------ divergence
+    def _recover(self, diverged: Diverged) -> int:
+        """Stop (``FloatingPointError``, one line naming the last good checkpoint) or roll back to the last
+        good checkpoint with a lower lr; returns the epoch to continue from."""
+        policy = self.divergence
+        if policy.action == "stop":
+            raise FloatingPointError(f"{diverged}; stopping. {self._last_good_text()}. Rerun with a lower lr, "
+                                     f"clip_grad or bf16/fp32 (on_divergence=rollback does so automatically)"
+                                     ) from diverged
+        if self.rollbacks >= policy.max_retries:
+            raise FloatingPointError(f"{diverged}; giving up after {self.rollbacks} rollback(s) (lr x{self.lr_scale:g}, "
+                                     f"divergence.max_retries={policy.max_retries}). {self._last_good_text()}. "
+                                     f"Try a lower lr, clip_grad or bf16/fp32") from diverged
+        rollbacks, lr_scale = self.rollbacks + 1, self.lr_scale * policy.lr_factor
+        if self.last_good is not None:
+            source = str(self.last_good[0])
+            self.load_training_state(load_checkpoint(self.last_good[0]), self.last_good[0])
+        else:
+            source = "the start of training"
+            self.load_training_state(self._initial_state, source)
+        self.rollbacks, self.lr_scale = rollbacks, lr_scale
+        self.run_log.rewind(self.step, self.start_epoch)  # the abandoned trajectory leaves the logs
+        logger.warning("%s: rolled back to %s (epoch %d, step %d); lr x%g from now on (rollback %d of at most %d)",
+                       diverged, source, self.start_epoch, self.step, lr_scale, rollbacks, policy.max_retries)
+        self.run_log.log_epoch(self.start_epoch, {"rollback": {"reason": str(diverged), "to": source, "count": rollbacks,
+                                                               "lr_scale": lr_scale}}, step=self.step)
+        return self.start_epoch
+
+    def _last_good_text(self) -> str:
+        if self.last_good is None:
+            return "No checkpoint was written before it"
+        return f"The last good checkpoint is {self.last_good[0]} (epoch {self.last_good[1]})"
+
+    def _snapshot(self) -> dict:
+        """The training state now, copied off the device: a rollback target before the first checkpoint."""
+        state = self.state_dict(self.start_epoch)
+        state["model"] = {k: v.detach().to("cpu", copy=True) for k, v in state["model"].items()}
+        return copy.deepcopy(state)
 
     def _track_best(self, epoch: int) -> None:
         if self.best_metric is None:
@@ -302,6 +448,8 @@ class Trainer:
         if self.best_metric not in self.last_eval:
             raise KeyError(f"best_metric {self.best_metric!r} not among evaluation results {sorted(self.last_eval)}")
         value = float(self.last_eval[self.best_metric])
+        if not math.isfinite(value):  # e.g. an AP with no ground truth: never a best
+            return
         if self.best is None or value > self.best:
             self.best = value
             self.save("checkpoint-best.pth", epoch + 1)
@@ -365,12 +513,21 @@ def _fmt_diffs(diffs: dict[str, tuple]) -> str:
     return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diffs.items())
 
 
-def check_finite(loss: float, step: int) -> None:
-    """Checked at logging steps and epoch ends (not every step: that would sync the GPU each step);
-    either way before the next checkpoint is written, so the last one stays intact."""
-    if not math.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss} at step {step}; stopping (the last checkpoint is intact). "
-                                 f"Try a lower lr, clip_grad, or bf16/fp32.")
+def check_eval_losses(metrics: dict, epoch: int) -> None:
+    """``Diverged`` if an evaluation loss (a metric named ``loss`` or ``*_loss``) is not finite: the model's
+    outputs are, even where its weights are finite but huge. Other metrics may be NaN by definition (e.g.
+    COCO AP of a size range without ground truth)."""
+    bad = {k: v for k, v in flatten_dict(metrics).items() if isinstance(v, (int, float)) and not math.isfinite(v)
+           and (k.rsplit("/", 1)[-1] == "loss" or k.endswith("_loss"))}
+    if bad:
+        raise Diverged(f"the evaluation after epoch {epoch} gave {', '.join(f'{k}={v}' for k, v in bad.items())}")
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any rank (every rank must take the same branch of a divergence decision)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)) > 0)
 
 
 def _batch_size(batch: Any) -> int:
