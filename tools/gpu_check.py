@@ -16,6 +16,9 @@ Sections (each reports ok / failed / skipped with its reason; a failure does not
   flash_attn   attention=flash (the flash-attn package) vs SDPA on the same weights and masks, if installed
   loader       images/s of the fast CPU pipeline with --workers DataLoader workers, and of device decode
                (batched decode_jpeg on the GPU), against the model's images/s: is the GPU starved?
+  dense        ViTDet-B Mask R-CNN at 1024 px and UperNet ViT-B at 512 px (tools/bench_dense.py): training images/s,
+               peak memory, MFU at the recipes' per-GPU batch, then at batch 2 under a --dense-mem-cap-gb cap (does
+               the recipe fit a 24 GB card?), activation checkpointing of the backbone off and on
   tasks        tiny pretraining, fine-tuning, detection and segmentation runs on CUDA through their
                normal entry points (demo configs, a few iterations)
   ddp          two-process pretraining over NCCL (torchrun), when there are >= 2 GPUs
@@ -41,7 +44,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-SECTIONS = ("environment", "step", "profile", "sdpa", "flash_attn", "loader", "tasks", "ddp")
+SECTIONS = ("environment", "step", "profile", "sdpa", "flash_attn", "loader", "dense", "tasks", "ddp")
 
 # SDPA kernels as they appear as aten ops in the profiler; the math fallback is what we must not see
 FUSED_SDPA = {"_scaled_dot_product_flash_attention": "flash", "_scaled_dot_product_efficient_attention": "efficient",
@@ -371,6 +374,21 @@ def _model_ips() -> float | None:
     return max((r["images_per_s"] for r in rows), default=None)
 
 
+def dense(args) -> dict:
+    need_cuda()
+    bench = _load_tool("bench_dense")
+    device = torch.device("cuda")
+    timing = dict(repeats=args.dense_repeats, steps_per_repeat=3, warmup=2)
+    rows = []
+    for task, batch in (("det", args.dense_det_batch), ("seg", args.dense_seg_batch)):  # the recipes' batch per GPU
+        rows += bench.dense_rows([task], batch, device, "bf16", (False, True), **timing)
+    if args.dense_mem_cap_gb:
+        rows += bench.dense_rows(["det", "seg"], 2, device, "bf16", (False, True), args.dense_mem_cap_gb, **timing)
+    from crossmae.analysis.benchmark import peak_tflops
+    bench.add_mfu(rows, args.peak_tflops or peak_tflops(torch.cuda.get_device_name(0)))
+    return {"data": {"rows": rows}, "table": bench.table(rows)}
+
+
 def _load_tool(name: str):
     import importlib.util
     spec = importlib.util.spec_from_file_location(f"_tool_{name}", ROOT / "tools" / f"{name}.py")
@@ -455,6 +473,10 @@ def main(argv=None) -> int:
     p.add_argument("--loader-images", type=int, default=1024)
     p.add_argument("--loader-batch", type=int, default=64)
     p.add_argument("--loader-batches-per-worker", type=int, default=6, help="timed batches per loader worker")
+    p.add_argument("--dense-det-batch", type=int, default=8, help="ViTDet images per GPU (the recipe: 8)")
+    p.add_argument("--dense-seg-batch", type=int, default=2, help="UperNet images per GPU (the recipe: 2)")
+    p.add_argument("--dense-mem-cap-gb", type=float, default=24, help="memory cap of the batch-2 rows (0: none)")
+    p.add_argument("--dense-repeats", type=int, default=3)
     p.add_argument("--task-timeout", type=float, default=240, help="seconds per tiny task run")
     p.add_argument("--task-device", default="cuda", help="device of the tiny task runs (cpu: check them without a GPU)")
     args = p.parse_args(argv)
@@ -472,7 +494,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     fns = {"environment": environment, "step": step, "profile": profile_step, "sdpa": sdpa, "flash_attn": flash_attn,
-           "loader": loader, "tasks": tasks, "ddp": ddp}
+           "loader": loader, "dense": dense, "tasks": tasks, "ddp": ddp}
     for name in SECTIONS:  # fixed order: the loader compares against the step's images/s
         if name in args.sections:
             res = run_section(name, fns[name], args)

@@ -21,7 +21,7 @@ def test_cpu_report_skips_gpu_sections_with_reasons(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = report["sections"]
     assert list(sections) == list(gpu_check.SECTIONS)
-    for name in ("step", "profile", "sdpa", "flash_attn", "tasks", "ddp"):
+    for name in ("step", "profile", "sdpa", "flash_attn", "dense", "tasks", "ddp"):
         assert sections[name]["status"] == "skipped" and sections[name]["reason"] == "no CUDA device", name
     assert sections["environment"]["status"] == "ok" and sections["environment"]["data"]["cuda_available"] is False
     loader = sections["loader"]
