@@ -98,3 +98,20 @@ def check_output_dir(out: str | os.PathLike, ours: Iterable[str], overwrite: boo
                                 f"pass --overwrite to replace the files this command writes there "
                                 f"({', '.join(ours)}); nothing else in it is touched")
     return [name for name in ours if name in present]
+
+
+def claim_output_tree(out: str | os.PathLike, marker: str, overwrite: bool, what: str) -> None:
+    """For a command that builds a tree of its own in ``out`` and resumes it when rerun (tools/paper_row.py):
+    ``out`` must be new, empty, or marked as such a tree (the file ``marker`` in it); a non-empty unmarked
+    directory is refused unless ``overwrite``. ``what``: the files the command writes, for the message.
+    Marks ``out``, so that reruns go on."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a directory: give a new or empty output directory")
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if present and marker not in present and not overwrite:
+        raise OutputExistsError(f"{out} is not empty and was not made by this command ({_few(present)}): give a new "
+                                f"or empty output directory, or pass --overwrite to write {what} there (every other "
+                                f"file is kept)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / marker).touch()

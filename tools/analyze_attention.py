@@ -7,6 +7,8 @@ CrossMAE: the cross-attention maps of one query patch in every decoder block.
 
     python tools/analyze_attention.py --checkpoint mae_pretrain.pth --model mae_vit_base_patch16 \\
         --data /data/imagenet --max-images 5000 --output-dir out/attention
+
+The output directory must be new or empty; ``--overwrite`` replaces the files this tool writes there.
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ from crossmae.analysis.loading import (add_model_args, image_folder, image_size,
                                        move_masks, spread_batch)
 from crossmae.analysis.reconstruction import denormalize_batch  # noqa: E402
 from crossmae.models import MAE  # noqa: E402
+from crossmae.userfiles import check_output_dir  # noqa: E402
+
+WRITTEN = ("attention_mass.png", "query_maps_q<query>.png", "attention.json")
 
 
 def main(argv=None) -> int:
@@ -39,9 +44,13 @@ def main(argv=None) -> int:
     p.add_argument("--query", type=int, default=None, help="CrossMAE: query patch index (default: the centre)")
     p.add_argument("--num-vis", type=int, default=4, help="CrossMAE: images in the figure, spread over the classes")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True, help="new or empty directory, unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --output-dir: replace the files this tool writes there "
+                        f"({', '.join(WRITTEN)}), keep every other file")
     args = p.parse_args(argv)
     try:
+        check_output_dir(args.output_dir, WRITTEN, args.overwrite)
         model, info = load_from_args(args)
         data = image_folder(args.data, image_size(model), args.max_images, args.seed)
     except (ValueError, FileNotFoundError) as e:

@@ -3,6 +3,9 @@
 LaTeX) with the published numbers and deltas, and plot the training curves of every run.
 
     python tools/collect.py output/ --output-dir results/
+
+The output directory must be new or empty; ``--overwrite`` replaces the files this tool writes there
+(results.md, results.csv, results.tex, curves.png) and keeps every other file.
 """
 from __future__ import annotations
 
@@ -14,12 +17,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from crossmae.analysis import collect as C  # noqa: E402
 from crossmae.cli import report_errors  # noqa: E402
+from crossmae.engine.checkpoint import atomic_write  # noqa: E402
+from crossmae.userfiles import check_output_dir  # noqa: E402
+
+TABLES = ("results.md", "results.csv", "results.tex")
+WRITTEN = TABLES + ("curves.png",)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("roots", nargs="+", help="directories searched recursively for results.json and training logs")
-    p.add_argument("--output-dir", default="results")
+    p.add_argument("--output-dir", default="results", help="new or empty directory, unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"write into a non-empty --output-dir: replace {', '.join(WRITTEN)}, keep every other file")
     p.add_argument("--references", default=str(C.REFERENCE_FILE), help="YAML of published numbers")
     p.add_argument("--no-curves", action="store_true")
     args = p.parse_args(argv)
@@ -28,14 +38,15 @@ def main(argv=None) -> int:
 
 
 def run(args) -> None:
-    tables, rows, problems = C.collect(args.roots, args.references)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("results.md", tables.markdown), ("results.csv", tables.csv), ("results.tex", tables.latex)):
-        (out / name).write_text(text)
+    replaced = check_output_dir(out, WRITTEN, args.overwrite)  # before the work: the user's files are safe
+    tables, rows, problems = C.collect(args.roots, args.references)
+    for name, text in zip(TABLES, (tables.markdown, tables.csv, tables.latex)):
+        data = text.encode("utf-8")
+        atomic_write(out / name, lambda f: f.write(data))
     print(tables.markdown)
-    print(f"{len(rows)} pretrained checkpoints, {len(problems)} problems; wrote results.md, results.csv, results.tex "
-          f"in {out}")
+    print(f"{len(rows)} pretrained checkpoints, {len(problems)} problems; wrote {', '.join(TABLES)} in {out}"
+          + (f" (replaced the earlier {', '.join(replaced)})" if replaced else ""))
     if not args.no_curves:
         log_problems: list = []
         logs = C.find_logs(args.roots, log_problems)

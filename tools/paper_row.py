@@ -400,7 +400,8 @@ def run_toy(out: Path, preset: str, mode: str, threads: int | None, say=print, j
 
 def collect_table(out: Path, say=print) -> int:
     """tools/collect.py over the row's output: our numbers beside the published ones."""
-    cmd = [sys.executable, str(ROOT / "tools" / "collect.py"), str(out), "--output-dir", str(out / "results")]
+    cmd = [sys.executable, str(ROOT / "tools" / "collect.py"), str(out), "--output-dir", str(out / "results"),
+           "--overwrite"]  # the row's own table, remade on every rerun
     say(" ".join(cmd))
     return subprocess.call(cmd, cwd=ROOT)
 
@@ -410,6 +411,8 @@ def parse(argv):
     p.add_argument("--checkpoint", help="pretraining checkpoint (ours or an official CrossMAE/MAE release file)")
     p.add_argument("--roots", help="YAML of dataset roots (configs/paper_row/roots_example.yaml)")
     p.add_argument("--output-dir", required=True)
+    p.add_argument("--overwrite", action="store_true", help="use a non-empty --output-dir that this script did not "
+                                                            "make (its runs and tables go in; other files are kept)")
     p.add_argument("--size", choices=sorted(set(WIDTH_TO_SIZE.values())), help="default: read from the checkpoint")
     p.add_argument("--tasks", help=f"comma-separated subset of {','.join(ROW_TASKS)}")
     p.add_argument("--preset", choices=sorted(TOY_SIZES), help="the CPU toy reproduction instead of a checkpoint")
@@ -424,12 +427,20 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+def claim_output_dir(out: Path, mode: str, overwrite: bool) -> None:
+    """Never into a directory of the user's own without --overwrite; a rerun into this script's tree goes on."""
+    if mode != "dry-run":
+        from crossmae.userfiles import claim_output_tree
+        claim_output_tree(out, ".paper_row", overwrite, "its runs and tables (toy_results.md, results/)")
+
+
 def run(args) -> int:
     out = Path(args.output_dir).expanduser().resolve()
     mode = "dry-run" if args.dry_run else "slurm" if args.slurm else "local"
     if args.preset:
         if args.slurm:
             raise ValueError("--preset runs locally (or --dry-run), not on SLURM")
+        claim_output_dir(out, mode, args.overwrite)
         return run_toy(out, args.preset, mode, args.threads, jobs=args.jobs)
     if not args.checkpoint or not args.roots:
         raise ValueError("give --checkpoint and --roots (or --preset toy)")
@@ -439,6 +450,7 @@ def run(args) -> int:
     size = args.size or checkpoint_size(args.checkpoint)
     names = [n.strip() for n in args.tasks.split(",") if n.strip()] if args.tasks else None
     tasks, skipped = row_tasks(args.checkpoint, size, roots, out, names, args.nodes, args.gpus_per_node)
+    claim_output_dir(out, mode, args.overwrite)
     print(f"ViT-{size} checkpoint {args.checkpoint}: {len(tasks)} tasks in {out}")
     for s in skipped:
         print(f"[skip]    {s}")

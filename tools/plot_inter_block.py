@@ -2,6 +2,8 @@
 """Heatmap of a CrossMAE checkpoint's inter-block attention weights (decoder block x encoder feature map).
 
     python tools/plot_inter_block.py --checkpoint output/pretrain/checkpoint.pth --output out/inter_block.png
+
+Existing output files are replaced only with ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -15,14 +17,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from crossmae.analysis import figures  # noqa: E402
 from crossmae.analysis.inter_block import inter_block_weights  # noqa: E402
 from crossmae.analysis.loading import add_model_args, load_from_args  # noqa: E402
+from crossmae.userfiles import check_output_file  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     p.add_argument("--output", required=True, help="PNG path; the weights go beside it as .json")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = p.parse_args(argv)
     try:
+        for path in (args.output, Path(args.output).with_suffix(".json")):
+            check_output_file(path, args.overwrite)
         model, info = load_from_args(args)
         weight, names = inter_block_weights(model)
     except (ValueError, FileNotFoundError) as e:

@@ -3,6 +3,8 @@
 
     python tools/reconstruct.py --checkpoint output/pretrain/checkpoint.pth --data /data/imagenet \\
         --num-vis 8 --max-images 5000 --output-dir out/recon
+
+The output directory must be new or empty; ``--overwrite`` replaces the files this tool writes there.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ import torch  # noqa: E402
 from crossmae.analysis.loading import (add_model_args, image_folder, image_size, load_from_args, loader,  # noqa: E402
                                        move_masks, spread_batch)
 from crossmae.analysis.reconstruction import dataset_psnr, reconstruct  # noqa: E402
+from crossmae.userfiles import check_output_dir  # noqa: E402
+
+WRITTEN = ("reconstruction.png", "psnr.json")
 
 
 def main(argv=None) -> int:
@@ -30,9 +35,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True, help="new or empty directory, unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"write into a non-empty --output-dir: replace {', '.join(WRITTEN)}, keep every other file")
     args = p.parse_args(argv)
     try:
+        check_output_dir(args.output_dir, WRITTEN, args.overwrite)
         model, info = load_from_args(args)
         data = image_folder(args.data, image_size(model), args.max_images, args.seed)
     except (ValueError, FileNotFoundError) as e:

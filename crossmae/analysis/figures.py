@@ -14,10 +14,14 @@ def _plt():
 
 
 def _save(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Written whole via a rename (atomic_write): a kill mid-write leaves the previous file, not half a PNG."""
+    from ..engine.checkpoint import atomic_write
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    _plt().close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=dpi,
+                                                 bbox_inches="tight"))
+    finally:
+        _plt().close(fig)
     return path
 
 
