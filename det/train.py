@@ -141,10 +141,11 @@ def build_datasets(cfg, out_dir: Path, is_main: bool, world_size: int, with_trai
     val = CocoInstances(root / cfg.data.val_split, ann / f"instances_{cfg.data.val_split}.json", with_targets=False)
     if not with_train:
         return root, None, val
-    # evaluation refuses missing or unreadable images (AP needs every one); training skips and counts them
+    # evaluation refuses missing or unreadable images and malformed annotations (AP needs every one, as they
+    # are); training skips and counts them
     train = CocoInstances(root / cfg.data.train_split, ann / f"instances_{cfg.data.train_split}.json",
                           LargeScaleJitter(cfg.image_size, cfg.data.min_scale, cfg.data.max_scale), filter_empty=True,
-                          missing_images="skip", skip_unreadable=True)
+                          missing_images="skip", skip_unreadable=True, bad_annotations="skip")
     if train.cat_ids != val.cat_ids:
         raise ValueError(f"train and val category ids differ: {train.cat_ids} vs {val.cat_ids}")
     return root, train, val

@@ -4,13 +4,12 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from torchvision import datasets, transforms
 
-from .image import UNREADABLE, ImageReadError, SkipCount, first_readable, load_rgb, open_image
+from .image import UNREADABLE, ImageReadError, SkipCount, first_readable, header_sizes, load_rgb
 
 logger = logging.getLogger("crossmae")
 
@@ -39,15 +38,6 @@ def split_dir(root: str | Path, split: str) -> Path:
     if split == "train":
         return root
     raise FileNotFoundError(f"split {split!r} not found: expected a directory {root / split}")
-
-
-def header_problem(path: str) -> BaseException | None:
-    """Why the image header at ``path`` cannot be read under the read policy, or None."""
-    try:
-        open_image(path).close()
-    except UNREADABLE as e:
-        return e
-    return None
 
 
 class SkipsUnreadable:
@@ -117,8 +107,7 @@ class SkipsUnreadable:
         naming the first such file and the count. Files whose data is broken past the header still fail
         when they are read (a full decode of a large set would cost minutes at every start)."""
         paths = [s[0] for s in self.sample_list()]
-        with ThreadPoolExecutor(max(1, workers)) as pool:  # file opens wait on the disk, not the GIL
-            problems = [(p, e) for p, e in zip(paths, pool.map(header_problem, paths)) if e is not None]
+        problems = [(p, e) for p, e in zip(paths, header_sizes(paths, workers)) if isinstance(e, BaseException)]
         if problems:
             path, e = problems[0]
             raise ImageReadError.of(path, e, f"(one of {len(problems)} unreadable of the {len(paths)} images in "

@@ -10,7 +10,7 @@ import torch
 
 from crossmae.data.image import ImageReadError
 from crossmae.engine import load_checkpoint
-from det.data import CocoInstances
+from det.data import AnnotationError, CocoInstances
 from det.synthetic import make_split
 from det.train import cli
 
@@ -105,14 +105,15 @@ def test_unreadable_image_is_skipped_and_counted_in_training_and_stops_evaluatio
     train = CocoInstances(coco_copy / "train2017", ann, skip_unreadable=True)
     img, target = train[0]
     assert train.num_skipped() == 1 and target["image_id"] == train.ids[1] and "000000.png" in caplog.text
-    with pytest.raises(ImageReadError, match=r"unreadable image .*000000\.png \(image_id 1\)"):
-        CocoInstances(coco_copy / "train2017", ann)[0]
+    with pytest.raises(ImageReadError, match=r"unreadable image .*000000\.png \(image_id 1; 1 of 8 unreadable\)"):
+        CocoInstances(coco_copy / "train2017", ann)  # evaluation: found by the header check, when built
 
 
 @pytest.mark.parametrize("field,value,message", [
     ("segmentation", {"counts": "abc", "size": [32, 32]}, r"RLE size \[32, 32\] differs .* \[64, 64\]"),
     ("segmentation", "polygon", "unknown segmentation format str"),
-    ("segmentation", [["1", 2, 3]], "polygon segmentation must be"),
+    ("segmentation", [["1", 2, 3, 4, 5, 6]], "polygon 0 has a non-numeric or non-finite coordinate"),
+    ("segmentation", [7], "polygon 0 is not a list"),
     ("width", 0, "expected positive integers")])
 def test_malformed_masks_and_image_sizes_fail_when_the_file_is_opened(coco_copy, field, value, message):
     from det.data import AnnotationError, load_coco
@@ -131,3 +132,68 @@ def test_eval_only_with_weights_of_another_model_is_one_message(synthetic_coco, 
     assert cli(["--eval-only"] + args) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "trained detector" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ content the evaluator would read (issue 20 §2)
+
+MALFORMED = [  # (field, value, what the message says)
+    ("segmentation", [[10.0, 10.0, 20.0, 20.0]], r"polygon 0 has 2 points \(4 coordinates\); a polygon needs 3"),
+    ("segmentation", [[10.0, 10.0, 20.0, 20.0, 30.0, 10.0, 5.0]], r"polygon 0 has an odd number \(7\) of coordinates"),
+    ("segmentation", [[10.0, 10.0, 20.0, 20.0, 30.0, 10.0], [1.0, 2.0, "3", 4.0, 5.0, 6.0]],
+     "polygon 1 has a non-numeric or non-finite coordinate"),
+    ("segmentation", [[10.0, 10.0, 20.0, None, 30.0, 10.0]], "polygon 0 has a non-numeric or non-finite coordinate"),
+    ("bbox", ["10", 10.0, 5.0, 5.0], r"bbox \['10', 10.0, 5.0, 5.0\]: expected 4 finite numbers"),
+    ("area", "big", "area 'big': expected a finite number"),
+    ("iscrowd", "no", "iscrowd 'no': expected 0 or 1"),
+]
+
+
+@pytest.mark.parametrize("field,value,message", MALFORMED)
+def test_malformed_val_annotations_are_errors_naming_file_and_annotation(coco_copy, field, value, message):
+    ann = coco_copy / "annotations" / "instances_val2017.json"
+    edit_json(ann, lambda d: d["annotations"][2].__setitem__(field, value))
+    annotation_id = json.loads(ann.read_text())["annotations"][2]["id"]
+    with pytest.raises(AnnotationError, match=rf"instances_val2017\.json: annotation {annotation_id} \(image \d+\): "
+                                              rf"{message}"):
+        CocoInstances(coco_copy / "val2017", ann, with_targets=False)
+
+
+@pytest.mark.parametrize("field,value,message", MALFORMED)
+def test_malformed_train_annotations_are_skipped_and_counted(coco_copy, field, value, message, caplog):
+    ann = coco_copy / "annotations" / "instances_train2017.json"
+    edit_json(ann, lambda d: d["annotations"][2].__setitem__(field, value))
+    bad = json.loads(ann.read_text())["annotations"][2]
+    with caplog.at_level(logging.WARNING, logger="crossmae"):
+        ds = CocoInstances(coco_copy / "train2017", ann, bad_annotations="skip")
+    assert ds.skipped["malformed"] == 1
+    assert bad["id"] not in {a["id"] for anns in ds.anns.values() for a in anns}
+    assert f"annotation {bad['id']}" in caplog.text and "instances_train2017.json" in caplog.text
+    for i in range(len(ds)):  # every remaining sample loads
+        ds[i]
+
+
+def test_a_wrong_image_size_in_the_val_json_is_an_error_when_the_dataset_is_built(coco_copy):
+    ann = coco_copy / "annotations" / "instances_val2017.json"
+    edit_json(ann, lambda d: d["images"][1].__setitem__("width", 80))
+    with pytest.raises(AnnotationError, match=r"000001\.png is 64x64 \(WxH\) but .*instances_val2017\.json says "
+                                              r"80x64 \(image 2\); 1 of 4 images differ"):
+        CocoInstances(coco_copy / "val2017", ann, with_targets=False)
+
+
+def test_a_wrong_image_size_in_the_train_json_is_skipped_and_counted(coco_copy, caplog):
+    ann = coco_copy / "annotations" / "instances_train2017.json"
+    edit_json(ann, lambda d: d["images"][0].__setitem__("width", 80))
+    ds = CocoInstances(coco_copy / "train2017", ann, bad_annotations="skip", skip_unreadable=True)
+    img, target = ds[0]
+    assert ds.num_skipped() == 1 and target["image_id"] == ds.ids[1]
+    assert "000000.png is 64x64" in caplog.text
+
+
+def test_a_two_point_val_polygon_stops_training_before_the_first_step(coco_copy, tiny_det_args, tmp_path, capsys):
+    ann = coco_copy / "annotations" / "instances_val2017.json"
+    edit_json(ann, lambda d: d["annotations"][0].__setitem__("segmentation", [[1.0, 1.0, 9.0, 9.0]]))
+    out = tmp_path / "o"
+    assert cli(tiny_det_args + FAST + [f"data.root={coco_copy}", f"output_dir={out}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "instances_val2017.json: annotation 1 (image 1): polygon 0 has 2 points" in err[-1]
+    assert not (out / "checkpoint.pth").exists() and not (out / "train_log.jsonl").exists()
