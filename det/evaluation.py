@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
+
+from crossmae.engine.logging import progress_bar
 
 logger = logging.getLogger("crossmae")
 
@@ -109,8 +110,7 @@ def run_inference(model: torch.nn.Module, loader, cat_ids: list[int], device: to
     was_training = model.training
     model.eval()
     results = []
-    for images, targets in tqdm(loader, desc="inference", disable=not show_progress, dynamic_ncols=True,
-                                leave=False):
+    for images, targets in progress_bar(loader, desc="inference", disable=not show_progress):
         images = [img.to(device, non_blocking=True) for img in images]
         with precision_ctx or contextlib.nullcontext():
             outputs = model(images)

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from crossmae.cli import report_errors
 from crossmae.config import load_config, save_config, to_dict
@@ -25,7 +24,7 @@ from crossmae.engine import Trainer, init_distributed, load_checkpoint
 from crossmae.engine.checkpoint import load_model_state
 from crossmae.engine.distributed import barrier
 from crossmae.engine.results import previous_metrics, rerun_metrics
-from crossmae.engine.logging import setup_logging, write_json
+from crossmae.engine.logging import progress_bar, setup_logging, write_json
 from crossmae.engine.loop import autocast, resolve_precision
 from crossmae.models.naming import describe_model
 from crossmae.pretrain import resolve_accum_iter
@@ -98,8 +97,7 @@ class Evaluator:
                 return module(x)
 
         t0 = time.time()
-        for img, label in tqdm(self.loader, desc="eval", disable=not self.dist.is_main, dynamic_ncols=True,
-                               leave=False):
+        for img, label in progress_bar(self.loader, desc="eval", disable=not self.dist.is_main):
             scores = inference(logits_fn, img[None].to(dev, non_blocking=True), cfg.model.num_classes,
                                label.shape[-2:], scale=tuple(cfg.data.scale), ratios=tuple(cfg.test.ratios),
                                flip=cfg.test.flip, mode=cfg.test.mode, crop=cfg.test.crop_size or cfg.data.crop_size,

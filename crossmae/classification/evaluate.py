@@ -10,9 +10,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..engine.distributed import all_reduce_sum
+from ..engine.logging import progress_bar
 from ..engine.loop import autocast, resolve_precision
 
 
@@ -55,8 +55,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "a
     model.eval()
     precision = resolve_precision(precision, device)
     sums = torch.zeros(4, dtype=torch.float64)  # top1, top5, loss sum, count
-    for imgs, targets in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
-                              disable=torch.distributed.is_initialized() and torch.distributed.get_rank() != 0):
+    for imgs, targets in progress_bar(loader, desc=desc,
+                                      disable=torch.distributed.is_initialized() and torch.distributed.get_rank() != 0):
         imgs, targets = imgs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with autocast(precision, device):
             logits = model(imgs)

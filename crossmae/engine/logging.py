@@ -88,8 +88,9 @@ class ProgressLines:
         for item in self.iterable:
             yield item
             self.update(1)
-            if time.monotonic() - self.last_line >= self.min_interval_s:
-                self._line({})
+            now = time.monotonic()
+            if now - self.last_line >= self.min_interval_s:
+                self._line({}, now)
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -97,10 +98,10 @@ class ProgressLines:
     def set_postfix(self, **fields) -> None:
         self._line(fields)
 
-    def _line(self, fields: dict) -> None:
+    def _line(self, fields: dict, now: float | None = None) -> None:
         if self.disable:
             return
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         self.last_line = now
         rate = self.n / max(now - self.start, 1e-9)
         where = f"{self.n}/{self.total}" if self.total else str(self.n)
