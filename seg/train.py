@@ -158,7 +158,7 @@ def run(cfg) -> dict:
                               TrainTransform(d.crop_size, tuple(d.scale), tuple(d.ratio_range), d.cat_max_ratio,
                                              d.flip_prob, d.photometric),
                               cfg.model.num_classes, d.reduce_zero_label, d.check_sizes, class_names,
-                              skip_unreadable=True)
+                              skip_unreadable=True, bad_pairs="skip")
     accum_iter = resolve_accum_iter(cfg.batch_size, cfg.global_batch_size, cfg.accum_iter, dist.world_size)
     loader = train_loader(train_set, cfg.batch_size, cfg.iters_per_epoch * accum_iter, d.num_workers, dist.rank,
                           dist.world_size, cfg.seed, pin_memory=d.pin_memory and dist.device.type == "cuda")

@@ -98,3 +98,57 @@ def test_unreadable_annotation_is_named_up_front(tmp_path):
                       label_values_cache=tmp_path / "c.json")
     with pytest.raises(SegDataError, match=r"annotation .*ADE_train_00000002\.png cannot be read"):
         ADE20KDataset(tmp_path, "training", label_values_cache=tmp_path / "c.json")
+
+
+# ------------------------------------------------------------------ train-set problems skipped, val-set problems errors
+
+def damage_pairs(root, which=(2, 4, 6)):
+    """Bad pairs: a label map of another size (2), a value out of range (4), an unreadable label map (6)."""
+    ann = root / "annotations" / "training"
+    if 2 in which:
+        Image.fromarray(np.full((10, 12), 1, np.uint8)).save(ann / "ADE_train_00000002.png")
+    if 4 in which:
+        label = np.full((12, 12), 1, np.uint8)
+        label[0, 0] = 200
+        Image.fromarray(label).save(ann / "ADE_train_00000004.png")
+    if 6 in which:
+        (ann / "ADE_train_00000006.png").write_bytes(b"\x89PNG broken")
+
+
+def test_bad_training_pairs_are_skipped_and_counted_when_the_dataset_is_built(tmp_path, caplog):
+    write_split(tmp_path, n=8)
+    damage_pairs(tmp_path)
+    train = ADE20KDataset(tmp_path, "training", skip_unreadable=True, bad_pairs="skip",
+                          label_values_cache=tmp_path / "c.json")
+    kept = {p.name for p, _ in train.pairs}
+    assert len(train) == 5 and train.dropped == 3
+    assert not kept & {"ADE_train_00000002.jpg", "ADE_train_00000004.jpg", "ADE_train_00000006.jpg"}
+    assert "skipping 3 of 8" in caplog.text and "ADE_train_00000002.png" in caplog.text
+    for i in range(len(train)):
+        train[i]
+    assert train.num_skipped() == 0
+
+
+@pytest.mark.parametrize("bad,message", [(2, r"ADE_train_00000002\.png is 12x10 \(WxH\)"),
+                                         (4, r"ADE_train_00000004\.png has values \[200\]"),
+                                         (6, r"ADE_train_00000006\.png cannot be read")])
+def test_each_bad_pair_is_an_error_in_an_evaluation_set(tmp_path, bad, message):
+    write_split(tmp_path, n=8)
+    damage_pairs(tmp_path, which=(bad,))
+    with pytest.raises(SegDataError, match=message):
+        ADE20KDataset(tmp_path, "training", label_values_cache=tmp_path / "c.json")
+
+
+def test_a_label_map_changed_after_the_scan_is_skipped_in_training(tmp_path, caplog):
+    write_split(tmp_path, n=4)
+    train = ADE20KDataset(tmp_path, "training", skip_unreadable=True, bad_pairs="skip",
+                          label_values_cache=tmp_path / "c.json")
+    label = np.full((12, 12), 1, np.uint8)
+    label[0, 0] = 200
+    Image.fromarray(label).save(tmp_path / "annotations" / "training" / "ADE_train_00000000.png")
+    _, label = train[0]
+    assert train.num_skipped() == 1 and int(label.max()) == 1  # the next pair (raw 2 -> class 1)
+    assert "ADE_train_00000000.png has values [200]" in caplog.text
+    evaluation = ADE20KDataset(tmp_path, "training", check_sizes=False)
+    with pytest.raises(SegDataError, match=r"ADE_train_00000000\.png has values \[200\]"):
+        evaluation[0]
