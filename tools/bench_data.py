@@ -157,7 +157,15 @@ def main(argv=None) -> int:
     p.add_argument("--psnr-images", type=int, default=100)
     p.add_argument("--threads", type=int, default=1, help="torch threads (a DataLoader worker uses 1)")
     p.add_argument("--output", default=None, help="write the results as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     args = p.parse_args(argv)
+    if args.output:  # a results file of the user's is replaced only with --overwrite
+        from crossmae.userfiles import OutputExistsError, check_output_file
+        try:
+            check_output_file(args.output, args.overwrite)
+        except OutputExistsError as e:
+            print(f"bench_data: error: {e}", file=sys.stderr)
+            return 2
     if args.images < 1 or args.repeats < 1:
         p.error("--images and --repeats must be >= 1")
     torch.set_num_threads(args.threads)

@@ -172,7 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps-per-repeat", type=int, default=3)
     p.add_argument("--peak-tflops", type=float, help="dense bf16 peak (default: from the GPU's name)")
     p.add_argument("--output", help="write the rows as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     a = p.parse_args(argv)
+    if a.output:  # a results file of the user's is replaced only with --overwrite
+        from crossmae.userfiles import OutputExistsError, check_output_file
+        try:
+            check_output_file(a.output, a.overwrite)
+        except OutputExistsError as e:
+            print(f"bench_dense: error: {e}", file=sys.stderr)
+            return 2
     from crossmae.engine.distributed import resolve_device
     from crossmae.engine.loop import resolve_precision
     device = resolve_device(a.device)

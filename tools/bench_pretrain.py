@@ -57,7 +57,15 @@ def main(argv=None) -> int:
     p.add_argument("--compare-compile", action="store_true",
                    help="time eager and torch.compile(model) side by side in the same interleaved rounds")
     p.add_argument("--output", default=None, help="write everything as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     args = p.parse_args(argv)
+    if args.output:  # a results file of the user's is replaced only with --overwrite
+        from crossmae.userfiles import OutputExistsError, check_output_file
+        try:
+            check_output_file(args.output, args.overwrite)
+        except OutputExistsError as e:
+            print(f"bench_pretrain: error: {e}", file=sys.stderr)
+            return 2
     try:
         configs = B.parse_configs(args.configs)
     except ValueError as e:

@@ -118,3 +118,11 @@ def test_paper_row_refuses_a_directory_it_did_not_make(tmp_path, capsys):
     line = _one_error_line(capsys, "paper_row.py")
     assert str(out) in line and "--overwrite" in line
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("tool", ["bench_data", "bench_dense", "bench_pretrain"])
+def test_benchmarks_refuse_an_existing_output_file(tool, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    out.write_text("the user's results\n")
+    assert load_tool(tool).main(["--output", str(out)]) == 2  # before any timing
+    assert str(out) in _one_error_line(capsys, tool) and out.read_text() == "the user's results\n"
