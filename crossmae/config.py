@@ -238,15 +238,18 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
 
 @dataclass
 class PretrainData:
-    path: str = ""  # ImageFolder root (<path>/train/<class>/*.JPEG, or <path>/<class>/...); "demo" = bundled photos
+    path: str = ""  # ImageFolder root (<path>/train/<class>/*.JPEG, or <path>/<class>/...); "demo" = bundled photos;
+    # "synthetic" = random uint8 images (synthetic_images per epoch): the loop's speed without reading data
     num_workers: int = 8
     pin_memory: bool = True
     min_scale: float = 0.2  # RandomResizedCrop scale range (min_scale, 1)
     # fast: reduced-scale JPEG decode, uint8 batches normalised on the device (crossmae/data/fast_rrc.py);
     # classic: torchvision transforms, float32 batches (MAE's pipeline). Same crop distribution.
     pipeline: str = "fast"
+    synthetic_images: int = 51200  # data.path=synthetic: random images per epoch (speed without data loading)
 
-    checks: ClassVar[dict] = {"min_scale": FRACTION, "pipeline": Check(choices=("fast", "classic"))}
+    checks: ClassVar[dict] = {"min_scale": FRACTION, "pipeline": Check(choices=("fast", "classic")),
+                              "synthetic_images": POS_INT}
 
 
 @dataclass

@@ -16,6 +16,7 @@ from .analysis.reconstruction import reconstruct
 from .config import PretrainConfig, load_config, save_config, to_dict
 from .data import (IMAGENET_MEAN, IMAGENET_STD, FastPretrainFolder, SafeImageFolder, build_loader,
                    make_demo_imagefolder, normalize_uint8, pretrain_transform, split_dir)
+from .data.synthetic import SyntheticImages
 from .engine import Trainer, build_adamw, init_distributed, steps_per_epoch, warmup_cosine
 from .engine.distributed import barrier
 from .knn import with_knn
@@ -96,10 +97,14 @@ def run(cfg) -> dict:
             make_demo_imagefolder(data_root)
         barrier()  # the other ranks wait until rank 0 has written the demo images
     if not data_root:
-        raise ValueError("data.path is empty: give an ImageFolder root (e.g. data.path=/data/imagenet) or 'demo'")
-    train_dir = split_dir(data_root, "train")
-    dataset = (FastPretrainFolder(train_dir, img_size, cfg.data.min_scale) if cfg.data.pipeline == "fast" else
-               SafeImageFolder(train_dir, transform=pretrain_transform(img_size, cfg.data.min_scale)))
+        raise ValueError("data.path is empty: give an ImageFolder root (e.g. data.path=/data/imagenet), 'demo' "
+                         "or 'synthetic'")
+    if data_root == "synthetic":
+        dataset = SyntheticImages(cfg.data.synthetic_images, img_size, cfg.seed)
+    elif cfg.data.pipeline == "fast":
+        dataset = FastPretrainFolder(split_dir(data_root, "train"), img_size, cfg.data.min_scale)
+    else:
+        dataset = SafeImageFolder(split_dir(data_root, "train"), transform=pretrain_transform(img_size, cfg.data.min_scale))
     loader = build_loader(dataset, cfg.batch_size, cfg.data.num_workers, dist.rank, dist.world_size, cfg.seed,
                           pin_memory=cfg.data.pin_memory and dist.device.type == "cuda")
 

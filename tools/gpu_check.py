@@ -16,6 +16,9 @@ Sections (each reports ok / failed / skipped with its reason; a failure does not
   flash_attn   attention=flash (the flash-attn package) vs SDPA on the same weights and masks, if installed
   loader       images/s of the fast CPU pipeline with --workers DataLoader workers, and of device decode
                (batched decode_jpeg on the GPU), against the model's images/s: is the GPU starved?
+  loop         `crossmae pretrain` itself (torchrun, one process: the DDP wrapper and no_sync over NCCL; compile;
+               accumulation 2) on synthetic uint8 images for --loop-steps steps: steady-state images/s against the
+               step section's ViT-B g0.25 figure (the loop's overhead: logging, schedule, accumulation, DDP)
   dense        ViTDet-B Mask R-CNN at 1024 px and UperNet ViT-B at 512 px (tools/bench_dense.py): training images/s,
                peak memory, MFU at the recipes' per-GPU batch, then at batch 2 under a --dense-mem-cap-gb cap (does
                the recipe fit a 24 GB card?), activation checkpointing of the backbone off and on
@@ -31,8 +34,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -44,7 +49,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-SECTIONS = ("environment", "step", "profile", "sdpa", "flash_attn", "loader", "dense", "tasks", "ddp")
+SECTIONS = ("environment", "step", "profile", "sdpa", "flash_attn", "loader", "loop", "dense", "tasks", "ddp")
 
 # SDPA kernels as they appear as aten ops in the profiler; the math fallback is what we must not see
 FUSED_SDPA = {"_scaled_dot_product_flash_attention": "flash", "_scaled_dot_product_efficient_attention": "efficient",
@@ -374,6 +379,46 @@ def _model_ips() -> float | None:
     return max((r["images_per_s"] for r in rows), default=None)
 
 
+def steady_images_per_s(records: list[dict], images_per_step: int) -> float | None:
+    """Images/s between the middle and the last record of the last epoch in ``records`` (train_log.jsonl lines:
+    optimizer ``step``, ``epoch`` in (e, e + 1] during epoch e, ``epoch_elapsed_s``), so compilation and warm-up
+    at the epoch's start are left out."""
+    timed = [r for r in records if "epoch_elapsed_s" in r]
+    if not timed:
+        return None
+    last = [r for r in timed if math.ceil(r["epoch"]) == math.ceil(timed[-1]["epoch"])]
+    a, b = last[(len(last) - 1) // 2], last[-1]
+    if b["epoch_elapsed_s"] <= a["epoch_elapsed_s"]:
+        return None
+    return (b["step"] - a["step"]) * images_per_step / (b["epoch_elapsed_s"] - a["epoch_elapsed_s"])
+
+
+def loop(args) -> dict:
+    if args.task_device != "cpu":
+        need_cuda()
+    out_dir = Path(args.output_dir) / "loop"
+    run_dir = out_dir / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # ours: a rerun measures afresh instead of resuming a finished run
+    batch, accum = args.loop_batch_size, 2
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "crossmae.cli",
+           "pretrain", "--config", args.loop_config, "data.path=synthetic",
+           f"data.synthetic_images={args.loop_steps * batch * accum}", f"data.num_workers={args.workers}",
+           f"batch_size={batch}", f"global_batch_size={batch * accum}", "epochs=1", "model.pred_ratio=0.25",
+           f"compile={'true' if args.task_device != 'cpu' else 'false'}", f"device={args.task_device}", "num_vis=0",
+           f"log_every={max(1, args.loop_steps // 20)}", "save_every=1", f"output_dir={run_dir}", *args.loop_overrides]
+    res = _run_commands([("pretrain loop", cmd)], out_dir, args.task_timeout)
+    log = run_dir / "train_log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    ips = steady_images_per_s(records, batch * accum)
+    step_ips = _model_ips()
+    row = {"steps": records[-1]["step"] if records else 0, "batch": batch, "accum": accum, "loop img/s": _f(ips, 0),
+           "step section img/s": _f(step_ips, 0),
+           "loop / step": _f(ips / step_ips, 2) if ips and step_ips else "-"}
+    res["data"] = {"runs": res["data"], "images_per_s": ips, "step_images_per_s": step_ips}
+    res["table"] = [row]
+    return res
+
+
 def dense(args) -> dict:
     need_cuda()
     bench = _load_tool("bench_dense")
@@ -473,6 +518,10 @@ def main(argv=None) -> int:
     p.add_argument("--loader-images", type=int, default=1024)
     p.add_argument("--loader-batch", type=int, default=64)
     p.add_argument("--loader-batches-per-worker", type=int, default=6, help="timed batches per loader worker")
+    p.add_argument("--loop-steps", type=int, default=300, help="optimizer steps of the loop section's run")
+    p.add_argument("--loop-batch-size", type=int, default=256)
+    p.add_argument("--loop-config", default="configs/pretrain/crossmae_vit_base.yaml")
+    p.add_argument("--loop-overrides", nargs="*", default=[], help="more key=value overrides of the loop's run")
     p.add_argument("--dense-det-batch", type=int, default=8, help="ViTDet images per GPU (the recipe: 8)")
     p.add_argument("--dense-seg-batch", type=int, default=2, help="UperNet images per GPU (the recipe: 2)")
     p.add_argument("--dense-mem-cap-gb", type=float, default=24, help="memory cap of the batch-2 rows (0: none)")
@@ -494,7 +543,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     fns = {"environment": environment, "step": step, "profile": profile_step, "sdpa": sdpa, "flash_attn": flash_attn,
-           "loader": loader, "dense": dense, "tasks": tasks, "ddp": ddp}
+           "loader": loader, "loop": loop, "dense": dense, "tasks": tasks, "ddp": ddp}
     for name in SECTIONS:  # fixed order: the loader compares against the step's images/s
         if name in args.sections:
             res = run_section(name, fns[name], args)

@@ -343,6 +343,7 @@ class Trainer:
                 ips = n_samples * self.dist.world_size / (time.time() - t0)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}")
                 record = {"epoch": epoch + micro / (n_steps * self.accum_iter), "lr": lr, "img_per_s": ips,
+                          "epoch_elapsed_s": time.time() - t0,  # steady-state speed from two records of an epoch
                           **{k: float(v) for k, v in metrics.items()}}
                 if grad_norm is not None:
                     record["grad_norm"] = grad_norm

@@ -90,3 +90,27 @@ def test_device_decode_psnr_against_the_cpu_path(tmp_path, monkeypatch):
     # every pixel 10 levels off: MSE 100, PSNR = 10 log10(255^2 / 100) = 20 log10(25.5) = 28.13 dB
     monkeypatch.setattr(fast_device, "decode_crops", constant_decoder(100, 110))
     assert gpu_check.decode_psnr(encoded, "fake", n=4) == pytest.approx(28.13, abs=0.01)
+
+
+def test_steady_images_per_s_uses_the_second_half_of_the_last_epoch():
+    # epoch 0 (slow: compilation), then epoch 1 logged every 2 steps; 512 images per optimizer step
+    records = [{"step": 5, "epoch": 0.5, "epoch_elapsed_s": 60.0}, {"step": 10, "epoch": 1.0, "epoch_elapsed_s": 65.0},
+               {"step": 12, "epoch": 1.2, "epoch_elapsed_s": 9.0}, {"step": 14, "epoch": 1.4, "epoch_elapsed_s": 10.0},
+               {"step": 16, "epoch": 1.6, "epoch_elapsed_s": 11.0}, {"step": 18, "epoch": 1.8, "epoch_elapsed_s": 11.5},
+               {"step": 20, "epoch": 2.0, "epoch_elapsed_s": 12.0}]
+    # middle of epoch 1's five records: step 16 at 11.0 s; last: step 20 at 12.0 s -> 4 steps x 512 / 1 s
+    assert gpu_check.steady_images_per_s(records, 512) == 2048
+    assert gpu_check.steady_images_per_s(records[:1], 512) is None  # one record: no interval
+    assert gpu_check.steady_images_per_s([{"step": 1, "epoch": 1.0, "img_per_s": 3.0}], 512) is None  # old logs
+
+
+@pytest.mark.slow
+def test_loop_section_runs_the_real_command_on_cpu(tmp_path):
+    rc = gpu_check.main(["--output-dir", str(tmp_path), "--sections", "loop", "--task-device", "cpu",
+                         "--loop-config", "configs/pretrain/demo.yaml", "--loop-steps", "4", "--loop-batch-size", "4",
+                         "--workers", "0", "--loop-overrides", "knn.every=0"])
+    loop = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]["loop"]
+    assert rc == 0 and loop["status"] == "ok", loop
+    assert loop["table"][0]["steps"] == 4 and loop["data"]["images_per_s"] > 0
+    records = [json.loads(line) for line in (tmp_path / "loop" / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records][-1] == 4 and all("epoch_elapsed_s" in r for r in records)
