@@ -64,13 +64,22 @@ class INat2019(SkipsUnreadable, torch.utils.data.Dataset):
         self._init_skips()
 
     def _read_split(self, ann: Path, images_dir: Path) -> list[tuple[str, int]]:
-        with open(ann) as f:
-            data = json.load(f)
         try:
-            label = {a["image_id"]: int(a["category_id"]) for a in data["annotations"]}
+            data = json.loads(ann.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{ann} is not valid JSON: {e}") from e
+        try:
+            label = {a["image_id"]: a["category_id"] for a in data["annotations"]}
             images = [(im["id"], im["file_name"]) for im in data["images"]]
         except (KeyError, TypeError) as e:
             raise ValueError(f"{ann} is not an iNat2019 annotation file (COCO style images/annotations): {e}") from e
+        for a in data["annotations"]:
+            if not isinstance(a["category_id"], int) or isinstance(a["category_id"], bool):
+                raise ValueError(f"{ann}: annotation {a.get('id', '?')}: category_id {a['category_id']!r} is not "
+                                 f"an integer")
+        for image_id, file_name in images:
+            if not isinstance(file_name, str):
+                raise ValueError(f"{ann}: image {image_id}: file_name {file_name!r} is not a path")
         samples, bad = [], []
         for image_id, file_name in images:
             parts = Path(file_name).parts  # train_val2019/<super>/<id>/<file>
@@ -117,6 +126,39 @@ class Places365Local(SkipsUnreadable, Places365):
     def sample_list(self) -> list:
         return self.imgs
 
+    # torchvision's parsers, checked line by line: a malformed line is a ValueError naming the file and the
+    # line, not an unpacking error, and every image has a class index in range (not None or 365)
+    def load_categories(self, download: bool = False) -> tuple[list[str], dict[str, int]]:
+        file = self._meta_file(self._CATEGORIES_META, download)
+        class_to_idx = dict(self._parse_line(file, n, line) for n, line in enumerate(_lines(file), 1))
+        if sorted(class_to_idx.values()) != list(range(len(class_to_idx))):
+            raise ValueError(f"{file}: class indices must be 0..{len(class_to_idx) - 1} once each")
+        return sorted(class_to_idx), class_to_idx
+
+    def load_file_list(self, download: bool = False) -> tuple[list[tuple[str, int]], list[int]]:
+        file = self._meta_file(self._FILE_LIST_META[self.split], download)
+        images = []
+        for n, line in enumerate(_lines(file), 1):
+            image, idx = self._parse_line(file, n, line)
+            if idx >= len(self.classes):
+                raise ValueError(f"{file}, line {n}: class index {idx} is not in 0..{len(self.classes) - 1}")
+            images.append((os.path.join(self.images_dir, image.lstrip("/").replace("/", os.sep)), idx))
+        return images, [t for _, t in images]
+
+    def _meta_file(self, meta: tuple[str, str], download: bool) -> str:
+        file, md5 = meta
+        file = os.path.join(self.root, file)
+        self._check_integrity(file, md5, download)
+        return file
+
+    @staticmethod
+    def _parse_line(file: str, n: int, line: str) -> tuple[str, int]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise ValueError(f"{file}, line {n}: expected '<image> <class index>' (or '<class> <index>'), "
+                             f"got {line.strip()[:100]!r}")
+        return parts[0], int(parts[1])
+
     @property
     def images_dir(self) -> str:
         tv_name = super().images_dir
@@ -130,6 +172,12 @@ class Places365Local(SkipsUnreadable, Places365):
             raise ValueError(f"Places365: {file} does not match its published md5 (data.verify_md5=false skips "
                              f"the check)")
         return True
+
+
+def _lines(file: str) -> list[str]:
+    """The non-blank lines of a text file."""
+    with open(file) as f:
+        return [line for line in f if line.strip()]
 
 
 def inat2019_dataset(data_cfg, split: str, transform) -> INat2019:
