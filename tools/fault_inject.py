@@ -18,6 +18,17 @@ reference's (model and optimizer tensors, epoch, step), train_log.jsonl / epoch_
 same single trajectory (same steps and losses), the same results.json metrics (timings aside), no
 temporary files and no lock left; then the finished command is run once more and must keep its results.
 Exit code 0 if every check passed; tests/test_fault_injection.py runs a short version.
+
+``--divergence STEP``: the divergence case instead. Under ``on_divergence=rollback``, the loss of optimizer
+step STEP is made NaN once (a transient fault: a hook in the child, like the kills), and the run is also
+killed inside its last checkpoint write and restarted. It must roll back to the last good checkpoint, halve
+the lr (``divergence.lr_factor``, 0.5) for the rest of the run, and end with finite checkpoints equal,
+bitwise, to those of a reference run that never diverged: the same command stopped (killed) right after that
+last good checkpoint, then resumed by hand with ``optim.blr`` and ``optim.min_lr`` halved, i.e. exactly what a
+user restarting after a NaN does. Why this reference: a transient NaN leaves no trace in a run that rolls
+back, except that everything after the rollback runs at half the lr; a run that never diverged at the
+original lr would differ from the epoch of the rollback on. Halving is exact in floating point (the
+schedule's every term scales by 2**-1), so the two lrs are bitwise equal and so is everything after them.
 """
 from __future__ import annotations
 
@@ -40,7 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 FAULT_ENV = "CROSSMAE_FAULT_INJECT"  # read only by this script's child mode
 SAVE_PHASES = ("write", "rename", "after")
-KINDS = ("timer", "fit", *SAVE_PHASES)
+KINDS = ("timer", "fit", *SAVE_PHASES, "none")  # none: no kill (a start with only a NaN injected)
+LR_FACTOR = 0.5  # on_divergence=rollback's default divergence.lr_factor: a power of two, so halving is exact
 
 # a tiny ViT (32 px images, 8 px patches: 16 tokens) so each run takes seconds on one CPU thread
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
@@ -50,7 +62,7 @@ def task_overrides(task: str, out_dir: Path, data_dir: Path, epochs: int) -> lis
     """The command line of each task: every save written (save_every=1), snapshots (keep_every=2), a log
     line per step, an evaluation per epoch, and the full augmentation pipeline where the task has one."""
     common = [f"output_dir={out_dir}", f"data.path={data_dir}", "data.num_workers=0", "device=cpu", "seed=0",
-              f"epochs={epochs}", "batch_size=8", "save_every=1", "keep_every=2", "log_every=1",
+              f"epochs={epochs}", f"batch_size={BATCH}", "save_every=1", "keep_every=2", "log_every=1",
               "optim.warmup_epochs=1"]
     if task == "pretrain":
         model = dict(name="crossmae_vit_small_patch16", **TINY_VIT, decoder_embed_dim=32, decoder_depth=1,
@@ -63,6 +75,17 @@ def task_overrides(task: str, out_dir: Path, data_dir: Path, epochs: int) -> lis
 
 
 TASKS = ("pretrain", "finetune")
+TRAIN_IMAGES, BATCH = 32, 8  # write_tiny_imagefolder's train split; task_overrides' batch_size
+
+
+def task_config(task: str, overrides: list[str]):
+    """The task's full config (its schema defaults under ``overrides``), as the child will see it."""
+    from crossmae.config import load_config
+    if task == "pretrain":
+        from crossmae.config import PretrainConfig as schema
+    else:
+        from crossmae.classification.config import FinetuneConfig as schema
+    return load_config(schema, None, overrides)
 
 
 def write_tiny_imagefolder(root: Path, classes: int = 4, train_per_class: int = 8, val_per_class: int = 4,
@@ -90,17 +113,22 @@ class Fault:
     """A kill ``at`` seconds after the process starts (``timer``) or after training starts (``fit``), or
     inside a checkpoint write (``kind`` one of SAVE_PHASES): the ``at``-th of the process, or the one of
     ``file`` = ``"<name>@<epoch>"`` (e.g. ``"checkpoint.pth@3"``) if given. ``relative``: ``at`` is a fraction
-    in [0, 1) of what is left of the run, resolved when the process starts (``resolve``)."""
+    in [0, 1) of what is left of the run, resolved when the process starts (``resolve``). ``nan_step``: the
+    loss of that optimizer step (1-based) is NaN, the first time the process reaches it (``none``: no kill)."""
     kind: str
     at: float = 0
     relative: bool = False
     file: str | None = None
+    nan_step: int = 0
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"fault kind must be one of {KINDS}, got {self.kind!r}")
 
     def __str__(self) -> str:
+        if self.nan_step:
+            kill = "" if self.kind == "none" else f"+{Fault(self.kind, self.at, self.relative, self.file)}"
+            return f"nan@step{self.nan_step}{kill}"
         if self.file:
             return f"{self.kind}@{self.file}"
         if self.relative:
@@ -154,16 +182,20 @@ class Report:
         return f"{self.task}: {self.kills} kills ({faults}); reference run {self.reference_s:.1f} s. {verdict}"
 
 
-def _child_cmd(task: str, out_dir: Path, data_dir: Path, epochs: int) -> list[str]:
+def _child_cmd(task: str, out_dir: Path, data_dir: Path, epochs: int, extra: tuple[str, ...] = ()) -> list[str]:
+    """The child's command line; ``extra``: more overrides after the task's own."""
     return [sys.executable, str(Path(__file__).resolve()), "--child", task, str(out_dir), str(data_dir),
-            str(epochs)]
+            str(epochs), *extra]
 
 
 def _child_env(fault: Fault | None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     env.pop(FAULT_ENV, None)
-    if fault is not None and fault.kind != "timer":
-        env[FAULT_ENV] = f"{fault.kind}:{fault.file or fault.at}"
+    specs = [f"nan:{fault.nan_step}"] if fault is not None and fault.nan_step else []
+    if fault is not None and fault.kind not in ("timer", "none"):
+        specs.append(f"{fault.kind}:{fault.file or fault.at}")
+    if specs:
+        env[FAULT_ENV] = ";".join(specs)
     return env
 
 
@@ -194,10 +226,10 @@ def _epochs_done(out_dir: Path) -> int:
 
 
 def faulted_run(task: str, out_dir: Path, data_dir: Path, epochs: int, faults: list[Fault], logs: Path,
-                timeout_s: float, report: Report, reference: dict) -> bool:
+                timeout_s: float, report: Report, reference: dict, extra: tuple[str, ...] = ()) -> bool:
     """Start, kill as planned, restart, ... until a start finishes. False (with a problem noted) if a start
     fails other than by our SIGKILL. ``reference``: wall_s, fit_s, saves of the reference run."""
-    cmd = _child_cmd(task, out_dir, data_dir, epochs)
+    cmd = _child_cmd(task, out_dir, data_dir, epochs, extra)
     for i, fault in enumerate([*faults, None]):
         log = logs / f"{task}-{i:02d}.log"
         done = _epochs_done(out_dir)
@@ -237,9 +269,17 @@ def _equal(a, b, where: str, problems: list[str]) -> None:
 
 
 def _jsonl(path: Path, keys: tuple[str, ...]) -> list[tuple]:
+    """``keys`` of each record, rollback records (the loop's own notes, see _rollbacks) left out."""
     if not path.is_file():
         return []
-    return [tuple(json.loads(line).get(k) for k in keys) for line in path.read_text().splitlines()]
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [tuple(r.get(k) for k in keys) for r in records if "rollback" not in r]
+
+
+def _rollbacks(run: Path) -> list[dict]:
+    path = run / "epoch_log.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [r["rollback"] for r in records if "rollback" in r]
 
 
 def _metrics(path: Path) -> dict:
@@ -308,17 +348,108 @@ def check_task(task: str, work: Path, faults: list[Fault] | None = None, kills: 
     return report
 
 
+def check_divergence(task: str, work: Path, nan_step: int, epochs: int = 3, kill: Fault | None = None,
+                     rerun: bool = True, timeout_s: float = 600) -> Report:
+    """The divergence case (module docstring): under on_divergence=rollback, a NaN loss at optimizer step
+    ``nan_step`` and the ``kill`` (default: inside the last checkpoint.pth write) in the first start; compared
+    with the manual restart at half the lr from the last checkpoint before ``nan_step``. Under
+    ``work/<task>-divergence``."""
+    report = Report(f"{task} (divergence)")
+    base = work / f"{task}-divergence"
+    logs = base / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    data = write_tiny_imagefolder(work / "data")
+    rollback = ("on_divergence=rollback", f"divergence.lr_factor={LR_FACTOR}")
+    good_epoch = (nan_step - 1) // (TRAIN_IMAGES // BATCH)  # the last checkpoint.pth (save_every=1) before the NaN
+    if not 0 <= good_epoch < epochs:
+        raise ValueError(f"nan_step {nan_step} is not within the {epochs} epochs of {TRAIN_IMAGES // BATCH} steps")
+    # the reference: stopped right after the last good checkpoint, resumed by hand at half the lr
+    start = time.monotonic()
+    ref = base / "reference"
+    if good_epoch:
+        first = run_once(_child_cmd(task, ref, data, epochs, rollback), Fault("after", file=f"checkpoint.pth@{good_epoch}"),
+                         logs / "reference-0.log", timeout_s)
+        if first.returncode != -signal.SIGKILL:
+            report.problems.append(f"the reference's first part ended with {first.returncode}, not our kill:\n    "
+                                   + _tail(logs / "reference-0.log"))
+            return report
+    optim = task_config(task, task_overrides(task, ref, data, epochs)).optim
+    lowered = (f"optim.blr={optim.blr * LR_FACTOR!r}", f"optim.min_lr={optim.min_lr * LR_FACTOR!r}")
+    second = run_once(_child_cmd(task, ref, data, epochs, rollback + lowered), None, logs / "reference-1.log", timeout_s)
+    report.reference_s = time.monotonic() - start
+    if second.returncode != 0:
+        report.problems.append(f"the reference's restart at a lower lr failed ({second.returncode}):\n    "
+                               + _tail(logs / "reference-1.log"))
+        return report
+    kill = kill or Fault("write", file=f"checkpoint.pth@{epochs}")
+    fault = Fault(kill.kind, kill.at, kill.relative, kill.file, nan_step=nan_step)
+    facts = dict(wall_s=report.reference_s, fit_s=report.reference_s, saves=epochs + epochs // 2)
+    if not faulted_run(task, base / "faulted", data, epochs, [fault], logs, timeout_s, report, facts, rollback):
+        return report
+    report.problems += divergence_problems(base / "faulted", nan_step, good_epoch)
+    report.problems += compare_runs(ref, base / "faulted")
+    if rerun:
+        again = run_once(_child_cmd(task, base / "faulted", data, epochs, rollback), None, logs / "rerun.log",
+                         timeout_s)
+        if again.returncode != 0:
+            report.problems.append(f"rerunning the finished command failed ({again.returncode}):\n    "
+                                   + _tail(logs / "rerun.log"))
+        else:
+            report.problems += [f"after a rerun of the finished command: {p}" for p in compare_runs(ref, base / "faulted")]
+    return report
+
+
+def divergence_problems(run: Path, nan_step: int, good_epoch: int) -> list[str]:
+    """What is wrong with a run that diverged once and rolled back: no rollback logged, or another one; a
+    non-finite checkpoint; a final checkpoint that forgot the lowered lr."""
+    from crossmae.engine.checkpoint import load_checkpoint, named_tensors, nonfinite_names
+    problems = []
+    rollbacks = _rollbacks(run)
+    if len(rollbacks) != 1 or f"at step {nan_step}" not in rollbacks[0]["reason"] \
+            or not rollbacks[0]["to"].endswith("start of training" if not good_epoch else "checkpoint.pth"):
+        problems.append(f"expected one rollback, from step {nan_step} to epoch {good_epoch}; epoch_log has {rollbacks}")
+    for path in sorted(run.glob("checkpoint*.pth")):
+        ckpt = load_checkpoint(path)
+        bad = nonfinite_names(named_tensors({"model": ckpt["model"], "optimizer": ckpt["optimizer"]["state"]}))
+        if bad:
+            problems.append(f"{path.name} holds inf/NaN: {bad[:3]}")
+        if ckpt["epoch"] > good_epoch and (ckpt.get("divergence") or {}).get("lr_scale") != LR_FACTOR:
+            problems.append(f"{path.name} (epoch {ckpt['epoch']}) records lr_scale "
+                            f"{(ckpt.get('divergence') or {}).get('lr_scale')}, not {LR_FACTOR}")
+    return problems
+
+
 # ---------------------------------------------------------------------------------------------- child side
 def install_fault(spec: str) -> None:
     """``fit:<seconds>``: SIGKILL this process that long after training starts; ``<phase>:<n>``: inside its
     n-th checkpoint write; ``<phase>:<file>@<epoch>``: inside its write of ``file`` for ``epoch`` (see
-    SAVE_PHASES)."""
+    SAVE_PHASES); ``nan:<step>``: the loss of optimizer step ``step`` is NaN, once. Several, joined by ';'."""
     import threading
 
     import torch
     from crossmae.engine import checkpoint as ckpt_module
     from crossmae.engine import loop
+    if ";" in spec:
+        for one in spec.split(";"):
+            install_fault(one)
+        return
     phase, at = spec.split(":", 1)
+    if phase == "nan":
+        real_micro_step, fired = loop.Trainer._micro_step, []
+
+        def micro_step(self, batch, sync):
+            if fired or self.step + 1 != int(at):
+                return real_micro_step(self, batch, sync)
+            fired.append(self.step + 1)  # transient: this process never injects it again
+            real_loss = self.loss_fn
+            self.loss_fn = lambda model, b: real_loss(model, b) * float("nan")
+            try:
+                return real_micro_step(self, batch, sync)
+            finally:
+                self.loss_fn = real_loss
+
+        loop.Trainer._micro_step = micro_step
+        return
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -375,7 +506,7 @@ def install_fault(spec: str) -> None:
     ckpt_module.os.replace = replace
 
 
-def child_main(task: str, out_dir: str, data_dir: str, epochs: str) -> int:
+def child_main(task: str, out_dir: str, data_dir: str, epochs: str, *extra: str) -> int:
     import torch
     torch.set_num_threads(1)
     if os.environ.get(FAULT_ENV):
@@ -386,13 +517,13 @@ def child_main(task: str, out_dir: str, data_dir: str, epochs: str) -> int:
     else:
         from crossmae.finetune import main
     return report_errors(f"fault_inject {task}", main, None,
-                         task_overrides(task, Path(out_dir), Path(data_dir), int(epochs)))
+                         task_overrides(task, Path(out_dir), Path(data_dir), int(epochs)) + list(extra))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        return child_main(*argv[1:5])
+        return child_main(*argv[1:])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--kills", type=int, default=6, help="planned kills per task (timed and inside saves)")
@@ -400,12 +531,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="draws the kill moments")
     p.add_argument("--workdir", help="where the runs go (default: a temporary directory, removed unless --keep)")
     p.add_argument("--keep", action="store_true", help="keep the run directories and logs")
+    p.add_argument("--divergence", type=int, metavar="STEP",
+                   help="the divergence case instead: NaN loss at optimizer step STEP (4 steps per epoch), rollback")
     a = p.parse_args(argv)
     work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="fault_inject_"))
     ok = True
     try:
         for task in a.tasks:
-            report = check_task(task, work, kills=a.kills, epochs=a.epochs, seed=a.seed)
+            report = (check_divergence(task, work, a.divergence, epochs=a.epochs) if a.divergence else
+                      check_task(task, work, kills=a.kills, epochs=a.epochs, seed=a.seed))
             print(report.summary(), flush=True)
             ok &= not report.problems
     finally:
