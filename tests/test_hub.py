@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from crossmae.cli import main as cli
-from crossmae.engine import save_checkpoint
+from crossmae.engine import CheckpointError, save_checkpoint
 from crossmae.hub import HubError, load
 from crossmae.models import MAE, CrossMAE, build_model
 from crossmae.models.encoder import MaskedViTEncoder
@@ -163,3 +163,23 @@ def test_export_command_full_and_encoder_and_offline_push(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert err.startswith("crossmae export: error: cannot push to org/x: HF_HUB_OFFLINE is set") and "\n" == err[-1]
     assert (tmp_path / "full" / "model.safetensors").is_file()  # the export itself is kept
+
+
+def test_deeply_nested_json_inputs_are_one_line(tmp_path, capsys):
+    """Issue 20 §5: a results.json, config.json or --model-kwargs nested 100 000 deep is one clear error,
+    not a RecursionError traceback."""
+    from crossmae.analysis.loading import parse_model_kwargs
+    deep = "[" * 100_000 + "]" * 100_000
+    _, ckpt = _our_checkpoint(tmp_path)
+    (tmp_path / "deep.json").write_text(deep)
+    assert cli(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "out"),
+                "--results", str(tmp_path / "deep.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "deep.json") in err[0] and "nested" in err[0], err
+    saved = tmp_path / "saved"
+    tiny_model().save_pretrained(saved)
+    (saved / "config.json").write_text(deep)
+    with pytest.raises(CheckpointError, match="config.json is not readable JSON: nested"):
+        load(str(saved))
+    with pytest.raises(ValueError, match="--model-kwargs is not valid JSON: nested"):
+        parse_model_kwargs('{"a": ' + deep + "}")
