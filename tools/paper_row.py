@@ -460,7 +460,7 @@ def run(args) -> int:
         collect_table(out)
     elif mode == "slurm":
         print(f"when the jobs are done: rerun this command (finished tasks are skipped) or "
-              f"python tools/collect.py {out} --output-dir {out / 'results'}")
+              f"python tools/collect.py {out} --output-dir {out / 'results'} --overwrite")
     return 1 if states["failed"] else 0
 
 
