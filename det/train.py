@@ -131,9 +131,11 @@ def build_datasets(cfg, out_dir: Path, is_main: bool, world_size: int, with_trai
         from .synthetic import make_split
         root = out_dir / "synthetic_coco"
         if is_main and not (root / "annotations" / f"instances_{cfg.data.val_split}.json").is_file():
+            # colour-coded classes: learnable from scratch in a short run (the shape-only set is the toy preset's)
             make_split(root, cfg.data.train_split, cfg.data.synthetic_train, cfg.data.synthetic_size, cfg.seed,
-                       empty_every=25)
-            make_split(root, cfg.data.val_split, cfg.data.synthetic_val, cfg.data.synthetic_size, cfg.seed + 1)
+                       empty_every=25, colour_coded=True)
+            make_split(root, cfg.data.val_split, cfg.data.synthetic_val, cfg.data.synthetic_size, cfg.seed + 1,
+                       colour_coded=True)
         if world_size > 1:
             torch.distributed.barrier()
     root = Path(root).expanduser()

@@ -54,8 +54,8 @@ def resolve_data_root(cfg, out_dir: Path, is_main: bool) -> tuple[Path, list[str
     if cfg.data.path == "synthetic":
         root = out_dir / "synthetic_data"
         if is_main:
-            make_synthetic_ade20k(root, cfg.data.synthetic_train, cfg.data.synthetic_val,
-                                  tuple(cfg.data.synthetic_size), seed=cfg.seed)
+            make_synthetic_ade20k(root, cfg.data.synthetic_train, cfg.data.synthetic_val,  # colour-coded classes:
+                                  tuple(cfg.data.synthetic_size), seed=cfg.seed, colour_coded=True)  # a quick demo
         barrier()
         if cfg.model.num_classes != len(SYNTHETIC_CLASSES):
             raise ValueError(f"the synthetic set has {len(SYNTHETIC_CLASSES)} classes; set model.num_classes="

@@ -134,14 +134,54 @@ def test_rerun_skips_done_retries_failed_and_reports_logs(tmp_path, monkeypatch)
 def test_toy_tasks_identical_recipe_for_every_init(tmp_path):
     pretrain, downstream = pr.toy_tasks(tmp_path, "toy")
     assert [t.group["init"] for t in pretrain] == ["CrossMAE γ=0.25", "CrossMAE γ=0.75", "MAE"]
-    assert len(downstream) == 4 * 4 * 3
-    for column in pr.TOY_TASKS:
-        runs = [t for t in downstream if t.group["column"] == column and t.group["seed"] == 0]
+    assert len(downstream) == 4 * (4 + 1) * 3  # 4 inits x (4 trained runs + kNN) x 3 seeds
+    for run in [*pr.TOY_TASKS, "knn"]:
+        runs = [t for t in downstream if t.group["run"] == run and t.group["seed"] == 0]
         assert len(runs) == 4 and len({t.config for t in runs}) == 1
 
         def recipe(t):
-            return [o for o in t.overrides if not o.startswith(("pretrained=", "random_init="))]
+            return [o for o in t.overrides if not o.startswith(("pretrained=", "random_init=", "checkpoint="))]
         assert all(recipe(t) == recipe(runs[0]) for t in runs)
+    knn_random = next(t for t in downstream if t.group["run"] == "knn" and t.group["init"] == "random init")
+    assert "random_init=True" in knn_random.overrides
+
+
+def _fake_results(task, metrics: dict, evals: list[tuple[int, dict]] = ()):
+    task.output_dir.mkdir(parents=True, exist_ok=True)
+    (task.output_dir / "results.json").write_text(json.dumps({"metrics": metrics}))
+    (task.output_dir / "epoch_log.jsonl").write_text("".join(json.dumps({"epoch": e, "eval": m}) + "\n"
+                                                             for e, m in evals))
+
+
+def test_toy_table_has_mask_ap_and_knn_columns_and_curves(tmp_path):
+    """Fake finished runs: each column's cell is the mean ± sample std of its seeds' values, the det run
+    fills both box and mask AP, and the curves average the seeds' evaluations per epoch."""
+    pretrain, downstream = pr.toy_tasks(tmp_path, "toy")
+    values = {"linprobe": {"top1": 50.0}, "finetune": {"top1": 60.0}, "seg": {"mIoU": 40.0}, "knn": {"knn_top1": 30.0}}
+    for t in downstream:
+        if t.group["init"] == "random init" and t.group["seed"] == 2:
+            continue  # an unfinished seed: shown as such
+        if t.group["run"] == "det":
+            box = 10.0 + 2 * t.group["seed"]  # 10, 12, 14: mean 12, sample std 2
+            _fake_results(t, {"bbox_AP": box, "segm_AP": box / 2},
+                          [(5, {"bbox_AP": 1.0 + t.group["seed"]}), (10, {"bbox_AP": box})])
+        else:
+            _fake_results(t, values[t.group["run"]])
+    header, _, *rows = pr.toy_table(pretrain, downstream).splitlines()
+    assert "det mask AP" in header and "kNN top-1" in header and "det box AP" in header
+    cells = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in rows}
+    names = [c.strip() for c in header.split("|")[2:-1]]
+    mae = dict(zip(names, cells["MAE"]))
+    assert mae["det box AP"] == "12.0 ± 2.0" and mae["det mask AP"] == "6.0 ± 1.0"
+    assert mae["linear probe top-1"] == "50.0 ± 0.0" and mae["kNN top-1"] == "30.0 ± 0.0"
+    assert float(mae["decoder GFLOPs / image (train)"]) > 0
+    rand = dict(zip(names, cells["random init"]))
+    assert rand["det box AP"] == "11.0 ± 1.4 (2/3 seeds)" and rand["decoder GFLOPs / image (train)"] == "–"
+    curves = pr.toy_curves(downstream)
+    assert curves["det box AP"]["MAE"] == [(5, 2.0), (10, 12.0)]
+    assert curves["det box AP"]["random init"] == [(5, 1.5), (10, 11.0)]
+    pr.plot_toy_curves(curves, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
