@@ -53,6 +53,8 @@ def subset(n: int, count: int, seed: int = 0) -> list[int]:
 @torch.no_grad()
 def encode(encoder, imgs: torch.Tensor, pool: str = "avg") -> torch.Tensor:
     """Feature of each image from every patch (no masking): the mean patch token or the cls token."""
+    if hasattr(encoder, "pooled_features"):  # a hierarchical encoder (Hiera): no cls token, mean of the last stage
+        return encoder.pooled_features(imgs)
     ids = torch.arange(encoder.num_patches, device=imgs.device).expand(imgs.shape[0], -1)
     x = encoder.forward_features(imgs, ids)
     return x[:, 1:].mean(dim=1) if pool == "avg" else x[:, 0]

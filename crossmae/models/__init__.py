@@ -7,6 +7,9 @@ from typing import Callable
 import torch.nn as nn
 
 from .crossmae import CrossMAE, PretrainOutput
+from .hiera import HIERA_SIZES
+from .hiera_crossmae import CrossMAEHiera
+from .hiera_mae import MAEHiera
 from .mae import MAE
 
 # encoder (embed_dim, depth, heads, patch) and decoder (width, heads) per size; the paper's table
@@ -34,6 +37,20 @@ for _size, _patch in [("small", 16), ("base", 16), ("large", 16), ("huge", 14)]:
     _register(MAE, _size, f"mae_vit_{_size}_patch{_patch}")
 
 
+def _register_hiera(cls, size: str, name: str) -> None:
+    def factory(**kwargs):
+        return cls(**{**HIERA_SIZES[size], **kwargs})
+    factory.__name__ = name
+    factory.__doc__ = f"{cls.__name__} with the Hiera-{size} encoder (MAE recipe: q_pool 2); keyword arguments override."
+    MODELS[name] = factory
+    globals()[name] = factory
+
+
+for _size in HIERA_SIZES:
+    _register_hiera(CrossMAEHiera, _size, f"crossmae_hiera_{_size}_224")
+    _register_hiera(MAEHiera, _size, f"mae_hiera_{_size}_224")
+
+
 def build_model(name: str, **kwargs) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
@@ -43,4 +60,5 @@ def build_model(name: str, **kwargs) -> nn.Module:
         raise ValueError(f"model {name!r}: {e}") from e
 
 
-__all__ = ["CrossMAE", "MAE", "PretrainOutput", "MODELS", "SIZES", "build_model"]
+__all__ = ["CrossMAE", "MAE", "CrossMAEHiera", "MAEHiera", "PretrainOutput", "MODELS", "SIZES", "HIERA_SIZES",
+           "build_model"]

@@ -56,6 +56,8 @@ def describe_model(model: nn.Module) -> str:
     dec 2x96 inter-block' or 'MAE ViT-B/16 (111.9M) mask 0.75 dec 8x512'."""
     from .crossmae import CrossMAE
     from .mae import MAE
+    if hasattr(model, "describe"):  # a family that names itself (Hiera: crossmae/models/hiera.py)
+        return model.describe()
     text = f"{describe_arch(**arch_of(model))} ({num_params(model)})"
     if isinstance(model, (CrossMAE, MAE)):
         dec = model.decoder_blocks
@@ -75,7 +77,7 @@ def registered_or_described(name: str, model: nn.Module) -> str:
     """The factory name when the model has that factory's encoder architecture (224 px, the size's width,
     depth, heads and patch); otherwise the description, so an override never hides behind the name."""
     from . import MODELS
-    if name in MODELS:
+    if name in MODELS and not hasattr(model, "describe"):  # self-describing families always describe
         size = next((s for s in SIZES if f"_vit_{s}_" in name), None)
         arch = arch_of(model)
         if size is not None and arch["img_size"] == 224 and arch["mlp_ratio"] == 4.0 and all(
