@@ -231,7 +231,7 @@ def main(args: argparse.Namespace) -> Path:
     print(f"wrote {out}: {', '.join(n for n in written_files(mode))}")
     if replaced:
         kept = sorted(p.name for p in out.iterdir() if p.name not in OUR_FILES)
-        print(f"replaced the earlier {', '.join(replaced)}" + (f"; kept {', '.join(kept)}" if kept else ""))
+        print(f"replaced {', '.join(replaced)}" + (f"; kept {', '.join(kept)}" if kept else ""))
     if args.push:
         print(f"pushed: {push(out, args.push, private=args.private or None)}")
     return out

@@ -46,7 +46,7 @@ def run(args) -> None:
         atomic_write(out / name, lambda f: f.write(data))
     print(tables.markdown)
     print(f"{len(rows)} pretrained checkpoints, {len(problems)} problems; wrote {', '.join(TABLES)} in {out}"
-          + (f" (replaced the earlier {', '.join(replaced)})" if replaced else ""))
+          + (f" (replaced {', '.join(replaced)})" if replaced else ""))
     if not args.no_curves:
         log_problems: list = []
         logs = C.find_logs(args.roots, log_problems)
