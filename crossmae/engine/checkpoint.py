@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import math
 import os
 import pickle
 import random
@@ -198,20 +197,23 @@ def named_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-def all_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether no tensor holds an inf or NaN, in one fused reduction and one host sync: the max-abs norm of
-    every tensor at once (finite iff the tensor is; unlike a sum or a 2-norm it cannot overflow)."""
+def norms_finite(tensors: list[torch.Tensor]) -> bool:
+    """True only if no tensor holds an inf or NaN (those make its norm inf/NaN), in one fused reduction and one
+    host sync per device: the 2-norms of all tensors at once (``torch._foreach_norm``; measured 3x faster on CPU
+    than the max-abs norm, which cannot overflow). False may also mean a finite tensor whose 2-norm overflows
+    (values beyond ~1e19 in float32): :func:`nonfinite_names` then looks at each tensor."""
     by_device: dict[torch.device, list[torch.Tensor]] = {}
     for t in tensors:
         if (t.is_floating_point() or t.is_complex()) and t.numel():
             by_device.setdefault(t.device, []).append(t.detach())
-    flags = [torch.isfinite(torch.stack(torch._foreach_norm(ts, ord=math.inf))).all() for ts in by_device.values()]
+    flags = [torch.isfinite(torch.stack(torch._foreach_norm(ts))).all() for ts in by_device.values()]
     return all(bool(f) for f in flags)
 
 
 def nonfinite_names(tensors: dict[str, torch.Tensor]) -> list[str]:
-    """Names of the tensors holding an inf or NaN (looked up one by one only when :func:`all_finite` fails)."""
-    if all_finite(list(tensors.values())):
+    """Names of the tensors holding an inf or NaN: one fused reduction (:func:`norms_finite`) when all are
+    finite, the common case; tensor by tensor only when it fails."""
+    if norms_finite(list(tensors.values())):
         return []
     return [k for k, t in tensors.items()
             if (t.is_floating_point() or t.is_complex()) and t.numel() and not bool(torch.isfinite(t).all())]
