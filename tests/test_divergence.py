@@ -81,14 +81,17 @@ def test_huge_lr_with_one_step_per_epoch_never_overwrites_the_last_good_checkpoi
     assert sorted(p.name for p in tmp_path.glob("checkpoint*.pth")) == ["checkpoint-0001.pth", "checkpoint.pth"]
 
 
-def test_a_nan_evaluation_loss_is_a_divergence_and_is_not_kept(tmp_path):
-    evals = iter([{"loss": 1.0}, {"loss": math.nan}])
+@pytest.mark.parametrize("metric", ["loss", "fixed_mask_loss", "knn_top1"])
+def test_a_nan_evaluation_loss_is_a_divergence_and_is_not_kept(tmp_path, metric):
+    """Before: the NaN was logged as the epoch's result and the checkpoint written (the issue's case with a
+    huge but finite lr: weights finite, outputs NaN)."""
+    evals = iter([{metric: 1.0, "AP": math.nan}, {metric: math.nan, "AP": 1.0}])
     trainer = make_trainer(tmp_path, epochs=2, schedule=lambda step: 1e-3, evaluate=lambda m: next(evals))
-    with pytest.raises(FloatingPointError, match=r"the evaluation after epoch 2 gave loss=nan; stopping. The last "
-                                                 r"good checkpoint is .*checkpoint.pth \(epoch 1\)"):
+    with pytest.raises(FloatingPointError, match=rf"the evaluation after epoch 2 gave {metric}=nan; stopping. The "
+                                                 rf"last good checkpoint is .*checkpoint.pth \(epoch 1\)"):
         trainer.fit()
     assert load_checkpoint(tmp_path / "checkpoint.pth")["epoch"] == 1
-    assert [r["eval"] for r in epoch_log(tmp_path)] == [{"loss": 1.0}]  # the NaN result is in no log
+    assert [r["eval"][metric] for r in epoch_log(tmp_path)] == [1.0]  # the NaN result is in no log
 
 
 def test_a_nan_best_metric_is_never_the_best(tmp_path):

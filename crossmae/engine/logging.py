@@ -150,9 +150,10 @@ class RunLogger:
                 self.tensorboard = False
         return self.tb
 
-    def rewind(self, step: int, epoch: int) -> None:
+    def rewind(self, step: int, epoch: int, by: str = "an earlier, interrupted run") -> None:
         """Drop ``train_log.jsonl`` records after optimizer step ``step``, ``epoch_log.jsonl`` records after
-        ``epoch``, lines cut by a kill, and (via TensorBoard's purge step) scalars after ``step``."""
+        ``epoch``, lines cut by a kill, and (via TensorBoard's purge step) scalars after ``step``. ``by``: who
+        wrote them, for the log line."""
         if not self.enabled:
             return
         if self.tb is not None:
@@ -162,8 +163,7 @@ class RunLogger:
         dropped = rewind_jsonl(self.dir / "train_log.jsonl", "step", step)
         dropped += rewind_jsonl(self.dir / "epoch_log.jsonl", "epoch", epoch)
         if dropped:
-            logger.info("dropped %d log records written after step %d (epoch %d) by an earlier, interrupted run",
-                        dropped, step, epoch)
+            logger.info("dropped %d log records written after step %d (epoch %d) by %s", dropped, step, epoch, by)
 
     def _append(self, name: str, record: dict) -> None:
         with open(self.dir / name, "a") as f:

@@ -425,7 +425,7 @@ class Trainer:
             source = "the start of training"
             self.load_training_state(self._initial_state, source)
         self.rollbacks, self.lr_scale = rollbacks, lr_scale
-        self.run_log.rewind(self.step, self.start_epoch)  # the abandoned trajectory leaves the logs
+        self.run_log.rewind(self.step, self.start_epoch, by="the diverged trajectory")  # one trajectory in the logs
         logger.warning("%s: rolled back to %s (epoch %d, step %d); lr x%g from now on (rollback %d of at most %d)",
                        diverged, source, self.start_epoch, self.step, lr_scale, rollbacks, policy.max_retries)
         self.run_log.log_epoch(self.start_epoch, {"rollback": {"reason": str(diverged), "to": source, "count": rollbacks,
@@ -514,12 +514,17 @@ def _fmt_diffs(diffs: dict[str, tuple]) -> str:
     return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diffs.items())
 
 
+# evaluation metrics that are not finite only when the model's outputs are not: a loss, or the kNN monitor's
+# accuracy (NaN for non-finite features, crossmae/knn.py). Others may be NaN by definition (e.g. COCO AP of a
+# size range without ground truth).
+DIVERGENCE_METRICS = ("loss", "*_loss", "knn_top1")
+
+
 def check_eval_losses(metrics: dict, epoch: int) -> None:
-    """``Diverged`` if an evaluation loss (a metric named ``loss`` or ``*_loss``) is not finite: the model's
-    outputs are, even where its weights are finite but huge. Other metrics may be NaN by definition (e.g.
-    COCO AP of a size range without ground truth)."""
+    """``Diverged`` if one of :data:`DIVERGENCE_METRICS` is not finite: the model's outputs are, even where its
+    weights are finite but huge."""
     bad = {k: v for k, v in flatten_dict(metrics).items() if isinstance(v, (int, float)) and not math.isfinite(v)
-           and (k.rsplit("/", 1)[-1] == "loss" or k.endswith("_loss"))}
+           and any(fnmatch.fnmatchcase(k.rsplit("/", 1)[-1], pattern) for pattern in DIVERGENCE_METRICS)}
     if bad:
         raise Diverged(f"the evaluation after epoch {epoch} gave {', '.join(f'{k}={v}' for k, v in bad.items())}")
 
