@@ -168,3 +168,43 @@ def test_first_readable_skips_counts_and_gives_up_after_ten_in_a_row():
         first_readable(lambda i: load(3), 0, 100, on_unreadable, "/data")
     with pytest.raises(KeyError):  # not an unreadable-file error: a bug, and it propagates
         first_readable(lambda i: {}[i], 0, 4, on_unreadable, "here")
+
+
+# --------------------------------------------------------------------------------------- directory symlinks
+
+def linked_folder(root):
+    """train/{astronaut,coffee} with 3 images each, and a directory outside with 2 more images."""
+    image_folder(root / "train", n_per_class=3, classes=("astronaut", "coffee"))
+    image_folder(root / "outside", n_per_class=2, classes=("more",))
+    return root / "train"
+
+
+@pytest.mark.parametrize("link,target,skipped", [
+    ("coffee/loop", "..", "coffee/loop"),  # the split root: every class again, labelled coffee, 40 levels deep
+    ("astronaut/self", ".", "astronaut/self"),  # a cycle
+    ("astronaut/other", "../coffee", "astronaut/other"),  # another class's images under this label
+    ("coffee/deep/up", "../..", "coffee/deep/up"),  # an ancestor of the class, deeper down
+])
+def test_directory_symlinks_neither_multiply_nor_relabel_images(tmp_path, caplog, link, target, skipped):
+    import logging
+    import os
+    train = linked_folder(tmp_path)
+    (train / link).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, train / link)
+    os.symlink(tmp_path / "outside" / "more", train / "coffee" / "extra")  # a real extra directory: followed
+    os.symlink(tmp_path / "outside" / "more", train / "coffee" / "extra_again")  # ... once
+    with caplog.at_level(logging.WARNING, logger="crossmae"):
+        ds = SafeImageFolder(train)
+    files = sorted((os.path.relpath(p, train), ds.classes[t]) for p, t in ds.samples)
+    expected = sorted([(f"astronaut/{i}.png", "astronaut") for i in range(3)]
+                      + [(f"coffee/{i}.png", "coffee") for i in range(3)]
+                      + [(f"coffee/extra/{i}.png", "coffee") for i in range(2)])
+    assert files == expected
+    assert "skipped 2 linked directories" in caplog.text and skipped in caplog.text and "extra_again" in caplog.text
+
+
+def test_a_folder_without_links_lists_the_same_samples_as_torchvision(tmp_path):
+    from torchvision.datasets import ImageFolder
+    image_folder(tmp_path / "a" / "x", n_per_class=2, classes=("p", "q"))
+    image_folder(tmp_path / "b", n_per_class=3, classes=("r",))
+    assert SafeImageFolder(tmp_path).samples == ImageFolder(str(tmp_path)).samples

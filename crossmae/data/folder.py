@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -126,6 +127,42 @@ class SkipsUnreadable:
         return img, target
 
 
+def _dir_id(path: str) -> tuple[int, int]:
+    st = os.stat(path)  # follows the link
+    return st.st_dev, st.st_ino
+
+
+def walk_class(class_dir: str, visited: set, class_ids: set, class_reals: list[str],
+               skipped: list[str]) -> list[tuple[str, list[str]]]:
+    """(directory, file names) for ``class_dir`` and every directory under it. Directory symlinks are
+    followed, but each real directory is entered once over the whole dataset (``visited``: (st_dev, st_ino)),
+    and never a class directory (``class_ids``), one inside another class's directory or one holding a
+    class directory (an ancestor such as ``..``, the split root; ``class_reals``: their real paths): a loop
+    would list the same images up to the 40 levels the OS allows, and another class's images would carry
+    this class's label. What is not entered is appended to ``skipped``."""
+    own = os.path.realpath(class_dir)
+    walked = []
+    for root, dirs, files in os.walk(class_dir, followlinks=True):
+        walked.append((root, files))
+        entered = []
+        for d in dirs:
+            path = os.path.join(root, d)
+            try:
+                ident, real = _dir_id(path), os.path.realpath(path)
+            except OSError as e:
+                skipped.append(f"{path} ({e.strerror})")
+                continue
+            elsewhere = any(c != own and real.startswith(c + os.sep) for c in class_reals)
+            holds_a_class = any(c.startswith(real.rstrip(os.sep) + os.sep) for c in class_reals)
+            if ident in visited or ident in class_ids or elsewhere or holds_a_class:
+                skipped.append(f"{path} -> {real}")
+                continue
+            visited.add(ident)
+            entered.append(d)
+        dirs[:] = entered
+    return walked
+
+
 class SafeImageFolder(SkipsUnreadable, datasets.ImageFolder):
     """ImageFolder that skips unreadable images (:class:`SkipsUnreadable`). Images are read by
     :func:`crossmae.data.image.load_rgb`: 16-bit images are scaled to 8 bit, and images above
@@ -139,6 +176,35 @@ class SafeImageFolder(SkipsUnreadable, datasets.ImageFolder):
             raise FileNotFoundError(f"no images found under {root}: expected <class>/<image> subfolders "
                                     f"({e})") from e
         self._init_skips()
+
+    def make_dataset(self, directory: str, class_to_idx: dict[str, int], extensions=None, is_valid_file=None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        """torchvision's listing (the same samples in the same order) with directory symlinks followed at
+        most once and never into another class (:func:`walk_class`); what was skipped is logged."""
+        if is_valid_file is None:
+            is_valid_file = functools.partial(datasets.folder.has_file_allowed_extension, extensions=extensions)
+        class_dirs = {c: os.path.join(directory, c) for c in class_to_idx if os.path.isdir(os.path.join(directory, c))}
+        ids = {c: _dir_id(d) for c, d in class_dirs.items()}
+        reals = {c: os.path.realpath(d) for c, d in class_dirs.items()}
+        class_ids, class_reals = set(ids.values()), list(reals.values())
+        visited, skipped, samples = set(), [], []
+        for c in sorted(class_dirs):
+            if ids[c] in visited:  # a class directory that is a link to another one
+                skipped.append(f"{class_dirs[c]} -> {reals[c]}")
+                continue
+            visited.add(ids[c])
+            for root, files in sorted(walk_class(class_dirs[c], visited, class_ids, class_reals, skipped)):
+                paths = [os.path.join(root, f) for f in sorted(files)]
+                samples += [(path, class_to_idx[c]) for path in paths if is_valid_file(path)]
+        if skipped:
+            logger.warning("%s: skipped %d linked directories (a directory is listed once, and never one holding "
+                           "or inside another class), e.g. %s", directory, len(skipped), "; ".join(skipped[:3]))
+        found = {t for _, t in samples}
+        empty = sorted(c for c, i in class_to_idx.items() if i not in found)
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"found no valid file for the classes {', '.join(empty)}"
+                                    + (f" (extensions {', '.join(extensions)})" if extensions else ""))
+        return samples
 
 
 def build_loader(dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int,
