@@ -278,3 +278,36 @@ def test_on_divergence_fields_are_checked():
                        ("divergence.max_retries=-1", "divergence.max_retries")):
         with pytest.raises(ConfigError, match=field):
             load_config(PretrainConfig, None, [bad])
+
+
+def _ddp_rollback_worker(rank, world_size, port, out_dir):
+    import os
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    from crossmae.engine import init_distributed
+    from crossmae.engine.distributed import cleanup
+    dist_info = init_distributed("cpu")
+    torch.manual_seed(0)
+    model = tiny_model()
+    loader = build_loader(Images(16), BATCH, 0, rank, world_size, seed=0)  # 2 steps per epoch on each rank
+    nan = NanLoss([3] if rank == 0 else [])  # only rank 0's loss is NaN: its gradient poisons both ranks
+    trainer = Trainer(model=model, optimizer=build_adamw(model, 1e-3, 0.05), train_loader=loader,
+                      lr_schedule=SCHEDULE, loss_fn=nan, epochs=2, output_dir=out_dir, dist=dist_info,
+                      tensorboard=False, log_every=1, divergence=loop.DivergencePolicy("rollback"))
+    nan.trainer = trainer
+    trainer.fit()
+    torch.save({"rollbacks": trainer.rollbacks, "step": trainer.step, "model": trainer.module.state_dict()},
+               f"{out_dir}/rank{rank}.pt")
+    cleanup()
+
+
+@pytest.mark.slow  # two spawned processes: ~20 s of CPU
+def test_ranks_roll_back_together(tmp_path):
+    """Rank 0 alone sees the NaN loss; both ranks must roll back at the same step (else their collectives
+    pair up across different steps) and end with the same finite weights."""
+    from tiny import free_port, spawn_ranks
+    outputs = [tmp_path / f"rank{r}.pt" for r in range(2)]
+    spawn_ranks(_ddp_rollback_worker, 2, (2, free_port(), str(tmp_path)), outputs, timeout=180)
+    a, b = (torch.load(p) for p in outputs)
+    assert a["rollbacks"] == b["rollbacks"] == 1 and a["step"] == b["step"] == 4
+    assert all_finite(a["model"]) and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
