@@ -333,8 +333,22 @@ def test_hiera_recipes_load_and_build():
             assert cfg.optim.blr * 4096 / 256 == pytest.approx(8e-4) and cfg.model["norm_pix_loss"]
 
 
-def test_masks_type_is_the_toolkits():
-    """Unit masks are the toolkit's Masks over the prediction patches, so the loop, figure and PSNR take them."""
-    model = tiny_pretrainer()
-    masks = unit_masks(model, 2)
-    assert type(masks) is Masks and masks.visible_mask.shape == (2, model.num_patches)
+
+@pytest.mark.parametrize("config,decoder", [("crossmae_hiera_demo", "CrossMAEHiera"), ("mae_hiera_demo", "MAEHiera")])
+def test_pretrain_command_trains_hiera_and_knn_reads_its_encoder(tmp_path, config, decoder):
+    """``crossmae pretrain`` on the Hiera demo recipe (shrunk to one short epoch): checkpoint, results, the
+    reconstruction figure and the kNN monitor (mean of the last stage's tokens) all go through."""
+    import json
+
+    from crossmae.cli import main as cli
+    shrink = ["model.embed_dim=16", "model.stages=[1,1,1]", "model.decoder_embed_dim=32", "model.decoder_depth=1",
+              "epochs=1", "data.num_workers=0", "num_vis=2", "knn.every=1", "knn.train_images=64",
+              "knn.val_images=32"]
+    out = tmp_path / "run"
+    assert cli(["pretrain", "--config", str(REPO / f"configs/pretrain/{config}.yaml"), f"output_dir={out}",
+                *shrink]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["decoder"] == decoder and results["mask_ratio"] == 0.6
+    assert "Hiera 16w/1-1-1/p4 32px" in results["model"]
+    assert 0 <= results["metrics"]["knn_top1"] <= 100
+    assert (out / "reconstruction.png").stat().st_size > 1000 and (out / "checkpoint.pth").is_file()
