@@ -399,6 +399,11 @@ def check_divergence(task: str, work: Path, nan_step: int, epochs: int = 3, kill
     return report
 
 
+def has_rollback(task: str) -> bool:
+    """Whether the task's config schema has the on_divergence field (the Trainer reads it from there)."""
+    return "on_divergence" in task_config(task, [])
+
+
 def divergence_problems(run: Path, nan_step: int, good_epoch: int) -> list[str]:
     """What is wrong with a run that diverged once and rolled back: no rollback logged, or another one; a
     non-finite checkpoint; a final checkpoint that forgot the lowered lr."""
@@ -538,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     try:
         for task in a.tasks:
+            if a.divergence and not has_rollback(task):
+                print(f"{task} (divergence): skipped: its config has no on_divergence field", flush=True)
+                continue
             report = (check_divergence(task, work, a.divergence, epochs=a.epochs) if a.divergence else
                       check_task(task, work, kills=a.kills, epochs=a.epochs, seed=a.seed))
             print(report.summary(), flush=True)
