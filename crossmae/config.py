@@ -26,11 +26,15 @@ class ConfigError(WorkerSafe, ValueError):
 
 
 # ------------------------------------------------------------------ value checks
+INT64_MAX = 2 ** 63 - 1  # torch's and numpy's integers: a larger Python int overflows in them, naming nothing
+
+
 @dataclass(frozen=True)
 class Check:
     """What a field may hold: a number (or, for a list field, each of its numbers) in a range,
     optionally a list of a fixed length or in non-decreasing order; or one of some strings.
-    ``None`` always passes (the schema's Optional already says whether it is allowed)."""
+    ``None`` always passes (the schema's Optional already says whether it is allowed). An integer
+    check without an upper bound gets :data:`INT64_MAX`."""
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
@@ -41,16 +45,24 @@ class Check:
     choices: tuple[str, ...] = ()
     casefold: bool = False  # choices match in any case (a YAML true reaches a str field as "True")
 
+    def __post_init__(self):
+        if self.integer and self.hi is None:
+            object.__setattr__(self, "hi", INT64_MAX)
+
+    def _bound(self, x: float) -> str:
+        return str(int(x)) if self.integer else f"{x:g}"  # integers exactly (2**32 - 1, not 4.29497e+09)
+
     def describe(self) -> str:
         if self.choices:
             return "one of " + ", ".join(self.choices)
         kind = "an integer" if self.integer else "a number"
-        if self.lo is not None and self.hi is not None:
-            rng = f" in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
-        elif self.lo is not None:
-            rng = f" {'>' if self.lo_open else '>='} {self.lo:g}"
-        elif self.hi is not None:
-            rng = f" {'<' if self.hi_open else '<='} {self.hi:g}"
+        lo, hi = (None if b is None else self._bound(b) for b in (self.lo, self.hi))
+        if lo is not None and hi is not None:
+            rng = f" in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        elif lo is not None:
+            rng = f" {'>' if self.lo_open else '>='} {lo}"
+        elif hi is not None:
+            rng = f" {'<' if self.hi_open else '<='} {hi}"
         else:
             rng = ""
         if self.length is not None:
@@ -61,10 +73,11 @@ class Check:
     def _number_ok(self, v) -> bool:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return False
-        if self.integer and not float(v).is_integer():
+        if isinstance(v, float) and not math.isfinite(v):  # nan / inf parse as floats; no field takes them
             return False
-        if not math.isfinite(v):  # nan / inf parse as floats; no field takes them
+        if self.integer and isinstance(v, float) and not v.is_integer():
             return False
+        # int-float comparisons are exact in Python: no float() of a huge int (which would overflow)
         if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
             return False
         return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
@@ -84,8 +97,10 @@ class Check:
 
 
 ANY = Check()  # a number with no constraint (declared, so that no field is forgotten)
-POS_INT = Check(lo=1, integer=True)
+POS_INT = Check(lo=1, integer=True)  # integer checks are capped at INT64_MAX
 NONNEG_INT = Check(lo=0, integer=True)
+SEED = Check(lo=0, hi=2 ** 32 - 1, integer=True)  # numpy's seed range; seed * 1_000_003 + i still fits int64
+NUM_WORKERS = Check(lo=0, hi=256, integer=True)  # worker processes per rank: more than any machine has cores
 NONNEG = Check(lo=0)
 POSITIVE = Check(lo=0, lo_open=True)
 PROB = Check(lo=0, hi=1)  # [0, 1]
@@ -100,7 +115,7 @@ CHECKS: dict[str, Check] = {
     "epochs": POS_INT, "max_iters": POS_INT, "iters_per_epoch": POS_INT, "batch_size": POS_INT,
     "global_batch_size": POS_INT, "accum_iter": POS_INT, "eval_batch_size": POS_INT,
     "save_every": POS_INT, "log_every": POS_INT, "eval_every": POS_INT, "keep_every": NONNEG_INT,
-    "num_vis": NONNEG_INT, "seed": NONNEG_INT, "num_workers": NONNEG_INT,
+    "num_vis": NONNEG_INT, "seed": SEED, "num_workers": NUM_WORKERS,
     "precision": Check(choices=("auto", "bf16", "fp16", "fp32")),
     "compile": Check(choices=("auto", "true", "false"), casefold=True),  # bool in the task schemas: passes
     "attention": Check(choices=("sdpa", "flash")),

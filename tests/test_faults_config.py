@@ -105,10 +105,48 @@ def test_bad_value_is_one_clear_error(task, override, key):
     assert "\n" not in msg
 
 
+HUGE = 2 ** 70  # beyond 64 bits: torch.manual_seed said "Overflow when unpacking long long", naming nothing
+ABSURD = [  # (task, override, field named in the error)
+    ("pretrain", f"seed={HUGE}", "seed"),
+    ("pretrain", f"seed={2 ** 32}", "seed"),  # seeds are 32-bit (numpy's range; seed * 1_000_003 + i fits int64)
+    ("pretrain", f"data.num_workers={HUGE}", "data.num_workers"),
+    ("pretrain", "data.num_workers=100000", "data.num_workers"),
+    ("pretrain", "epochs=" + "9" * 400, "epochs"),  # beyond float range: the check itself must not overflow
+    ("pretrain", f"model.depth={HUGE}", "model.depth"),
+    ("finetune", f"batch_size={HUGE}", "batch_size"),
+    ("det", f"seed={HUGE}", "seed"),
+    ("det", f"optim.warmup_iters={HUGE}", "optim.warmup_iters"),
+    ("seg", f"iters_per_epoch={HUGE}", "iters_per_epoch"),
+    ("cls_transfer", f"data.num_workers={HUGE}", "data.num_workers"),
+]
+
+
+@pytest.mark.parametrize("task,override,key", ABSURD, ids=[f"{t}:{o[:30]}" for t, o, _ in ABSURD])
+def test_absurd_integers_are_one_clear_error(task, override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(schemas()[task], None, [override])
+    msg = str(e.value)
+    assert msg.startswith(f"{key}=") and "(from command line)" in msg and "must be an integer in [" in msg
+    assert "\n" not in msg
+
+
+def test_every_integer_check_has_an_upper_bound():
+    """Python integers have no limit, torch's and numpy's do (int64, or 32 bits for seeds)."""
+    unbounded = [name for name, check in CHECKS.items() if check.integer and check.hi is None]
+    assert not unbounded
+
+
+def test_a_seed_beyond_64_bits_is_one_line_from_the_cli(capsys):
+    from crossmae.cli import main as cli
+    assert cli(["pretrain", f"seed={HUGE}"]) == 2
+    assert capsys.readouterr().err == (f"crossmae pretrain: error: seed={HUGE} (from command line): must be an "
+                                       f"integer in [0, {2 ** 32 - 1}]\n")
+
+
 def test_error_names_the_yaml_file(tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text("epochs: 2\nsave_every: 0\n")
-    with pytest.raises(ConfigError, match=r"save_every=0 \(from .*recipe.yaml\): must be an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"save_every=0 \(from .*recipe.yaml\): must be an integer in \[1, "):
         load_config(PretrainConfig, path)
     # the command line wins over the file, and is then the source named
     with pytest.raises(ConfigError, match=r"log_every=-1 \(from command line\)"):
