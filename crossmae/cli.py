@@ -65,6 +65,23 @@ def report_errors(prog: str, fn, *args, **kwargs) -> int:
     return 0
 
 
+def checked(owner: type, field: str, kind=int):
+    """An argparse ``type`` that parses ``kind`` and applies the config check of ``owner.field``
+    (crossmae.config): an option is refused in one line naming it, like a config field."""
+    from .config import check_for
+    check = check_for(owner, field)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not check.ok(value):
+            raise argparse.ArgumentTypeError(f"{text} must be {check.describe()}")
+        return value
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crossmae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,13 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     knn.add_argument("--data", required=True, help="labelled ImageFolder root with train/ (memory) and val/ (queries)")
     from .config import PretrainKnn
     knn_defaults = PretrainKnn()  # one set of defaults for the monitor in pretraining and this command
-    knn.add_argument("--train-images", type=int, default=knn_defaults.train_images, help="memory-bank images (0 = all)")
-    knn.add_argument("--val-images", type=int, default=knn_defaults.val_images, help="query images (0 = all)")
-    knn.add_argument("--k", type=int, default=knn_defaults.k)
-    knn.add_argument("--temperature", type=float, default=knn_defaults.temperature)
+    knn.add_argument("--train-images", type=checked(PretrainKnn, "train_images"), default=knn_defaults.train_images,
+                     help="memory-bank images (0 = all)")
+    knn.add_argument("--val-images", type=checked(PretrainKnn, "val_images"), default=knn_defaults.val_images,
+                     help="query images (0 = all)")
+    knn.add_argument("--k", type=checked(PretrainKnn, "k"), default=knn_defaults.k)
+    knn.add_argument("--temperature", type=checked(PretrainKnn, "temperature", float), default=knn_defaults.temperature)
     knn.add_argument("--pool", choices=("avg", "cls"), default=knn_defaults.pool)
-    knn.add_argument("--batch-size", type=int, default=knn_defaults.batch_size)
-    knn.add_argument("--num-workers", type=int, default=knn_defaults.num_workers)
+    knn.add_argument("--batch-size", type=checked(PretrainKnn, "batch_size"), default=knn_defaults.batch_size)
+    knn.add_argument("--num-workers", type=checked(PretrainKnn, "num_workers"), default=knn_defaults.num_workers)
     knn.add_argument("--random-init", action="store_true", help="the same architecture with random weights")
     from .export import add_arguments as add_export_arguments  # light: argparse only
     commands["export"] = sub.add_parser("export", help="a pretraining checkpoint -> a Hugging Face Hub directory "

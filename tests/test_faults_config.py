@@ -244,3 +244,13 @@ def test_seg_and_cls_transfer_cli_intermixed(monkeypatch):
     calls = _capture(monkeypatch, main_mod)
     assert main_mod.cli(["a=1", "--config", "X.yaml", "b=2"]) == 0
     assert calls == [(("X.yaml", ["a=1", "b=2"]), {})]
+
+
+@pytest.mark.parametrize("option,value", [("--k", str(2 ** 70)), ("--num-workers", "100000"), ("--batch-size", "0"),
+                                          ("--train-images", "-1"), ("--temperature", "1e400")])
+def test_knn_options_are_checked_like_config_fields(option, value, capsys):
+    from crossmae.cli import main as cli
+    with pytest.raises(SystemExit) as e:
+        cli(["knn", "--checkpoint", "c.pth", "--data", "d", option, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and f"error: argument {option}: {value} must be " in err[-1]
