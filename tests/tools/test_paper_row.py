@@ -142,6 +142,7 @@ def test_toy_tasks_identical_recipe_for_every_init(tmp_path):
         def recipe(t):
             return [o for o in t.overrides if not o.startswith(("pretrained=", "random_init=", "checkpoint="))]
         assert all(recipe(t) == recipe(runs[0]) for t in runs)
+    assert [t.group["init"] for t in downstream[:4]] == ["random init", "CrossMAE γ=0.25", "CrossMAE γ=0.75", "MAE"]
     knn_random = next(t for t in downstream if t.group["run"] == "knn" and t.group["init"] == "random init")
     assert "random_init=True" in knn_random.overrides
 
