@@ -169,6 +169,7 @@ class Report:
     attempts: list[Attempt] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     reference_s: float = 0.0
+    reference: str = "the uninterrupted run"
 
     @property
     def kills(self) -> int:
@@ -177,7 +178,7 @@ class Report:
     def summary(self) -> str:
         faults = ", ".join(f"{a.fault or 'none'}->{'killed' if a.returncode == -signal.SIGKILL else a.returncode}"
                            for a in self.attempts)
-        verdict = "OK: bitwise equal to the uninterrupted run" if not self.problems else \
+        verdict = f"OK: bitwise equal to {self.reference}" if not self.problems else \
             "FAILED:\n  " + "\n  ".join(self.problems)
         return f"{self.task}: {self.kills} kills ({faults}); reference run {self.reference_s:.1f} s. {verdict}"
 
@@ -354,7 +355,8 @@ def check_divergence(task: str, work: Path, nan_step: int, epochs: int = 3, kill
     ``nan_step`` and the ``kill`` (default: inside the last checkpoint.pth write) in the first start; compared
     with the manual restart at half the lr from the last checkpoint before ``nan_step``. Under
     ``work/<task>-divergence``."""
-    report = Report(f"{task} (divergence)")
+    report = Report(f"{task} (divergence)", reference="a run that never diverged: stopped after the last good "
+                                                      "checkpoint, resumed at half the lr")
     base = work / f"{task}-divergence"
     logs = base / "logs"
     logs.mkdir(parents=True, exist_ok=True)
