@@ -3,9 +3,11 @@
 torch re-raises an error of a worker process in the main process as ``type(text)``, ``text`` being
 ``"Caught <Type> in DataLoader worker process <n>.\\nOriginal Traceback (...):\\n...\\n<module>.<Type>:
 <message>"``; a type that cannot be built from one string becomes a ``RuntimeError`` (the traceback
-the user then sees). Every exception class of the toolkit therefore takes one message (extra fields are
-keyword arguments, kept as attributes, so pickle restores them too) and derives from :class:`WorkerSafe`,
-which recovers the original message from torch's text: the type and the one-line message survive.
+the user then sees), and one that can is built from the whole traceback text. Every exception class of
+the toolkit therefore takes one message (extra fields are keyword arguments, kept as attributes, so
+pickle restores them too); those raised where workers run (readers, datasets, the config) derive from
+:class:`WorkerSafe`, which recovers the original message from torch's text, so that the type and the
+one-line message survive. The CLI reduces any other type the same way (crossmae.cli.error_message).
 """
 from __future__ import annotations
 
