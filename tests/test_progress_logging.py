@@ -102,10 +102,11 @@ def test_environment_forces_either(monkeypatch, stderr, forced, tty, bars):
     assert ("\r" in text) == bars and ("epoch 1/1 step 1/3: loss=1.0000 eta " in text) == (not bars), text
 
 
-def test_a_bad_progress_setting_is_one_clear_error(monkeypatch):
+def test_a_bad_progress_setting_is_one_clear_error_before_anything_runs(monkeypatch):
     monkeypatch.setenv(PROGRESS_ENV, "fancy")
-    with pytest.raises(ValueError, match=f"{PROGRESS_ENV}='fancy': must be bar, lines or auto"):
-        progress_bar(total=1)
+    for call in (lambda: setup_logging(None), lambda: progress_bar(total=1)):
+        with pytest.raises(ValueError, match=f"{PROGRESS_ENV}='fancy': must be bar, lines or auto"):
+            call()
 
 
 def test_evaluation_loops_log_a_line_at_most_every_interval(stderr, monkeypatch):

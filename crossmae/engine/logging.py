@@ -24,6 +24,7 @@ def setup_logging(output_dir: str | Path | None = None) -> None:
 
     Every task calls this before it writes anything, so this is where rank 0 claims ``output_dir``
     (``rundir.lock_run_dir``: a second run on the same directory stops here with one clear message)."""
+    use_bars()  # a bad CROSSMAE_PROGRESS fails now, not after the data is set up
     root = logging.getLogger("crossmae")
     root.handlers.clear()
     root.setLevel(logging.INFO if is_main_process() else logging.WARNING)
