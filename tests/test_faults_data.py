@@ -83,6 +83,14 @@ def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
     assert load_rgb(tmp_path / "x.png").size == (40, 30)
 
 
+@pytest.mark.parametrize("value", ["1e400", "inf", "nan", "lots", "0"])
+def test_an_absurd_pixel_limit_names_the_variable(tmp_path, monkeypatch, value):
+    from crossmae.data.image import default_max_pixels
+    monkeypatch.setenv(MAX_PIXELS_ENV, value)
+    with pytest.raises(ValueError, match=f"{MAX_PIXELS_ENV}='{value}'"):
+        default_max_pixels()
+
+
 # --------------------------------------------------------------------------------------- unreadable files
 
 def test_fixed_batch_skips_a_zero_byte_image(tmp_path):

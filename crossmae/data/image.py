@@ -64,7 +64,7 @@ def default_max_pixels() -> int | None:
         return Image.MAX_IMAGE_PIXELS
     try:
         n = int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, nan; inf
         raise ValueError(f"{MAX_PIXELS_ENV}={value!r} is not a number of pixels") from None
     if n < 1:
         raise ValueError(f"{MAX_PIXELS_ENV}={value!r}: the pixel limit must be >= 1")
