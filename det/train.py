@@ -16,7 +16,7 @@ from typing import List, Optional
 import torch
 
 from crossmae.cli import report_errors
-from crossmae.config import load_config, save_config, to_dict
+from crossmae.config import Divergence, load_config, save_config, to_dict
 from crossmae.data import build_loader
 from crossmae.engine import (Trainer, build_adamw, init_distributed, load_checkpoint, steps_per_epoch,
                              warmup_step)
@@ -114,6 +114,8 @@ class DetConfig:
     save_every: int = 1
     keep_every: int = 0
     log_every: int = 20
+    on_divergence: str = "stop"  # or rollback: restore the last good checkpoint at a lower lr
+    divergence: Divergence = field(default_factory=Divergence)
 
 
 def det_loss(model, batch):

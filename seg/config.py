@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional
 
-from crossmae.config import Check
+from crossmae.config import Check, Divergence
 
 
 @dataclass
@@ -98,4 +98,6 @@ class SegConfig:
     keep_every: int = 0
     log_every: int = 50
     eval_only: bool = False
+    on_divergence: str = "stop"  # or rollback: restore the last good checkpoint at a lower lr
+    divergence: Divergence = field(default_factory=Divergence)
     dataset_name: str = "ade20k"  # recorded in results.json

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, List, Optional
 
-from ..config import Check
+from ..config import Check, Divergence
 
 
 @dataclass
@@ -84,6 +84,8 @@ class RunFields:
     keep_every: int = 0
     eval_every: int = 1
     log_every: int = 20
+    on_divergence: str = "stop"  # or rollback: restore the last good checkpoint at a lower lr
+    divergence: Divergence = field(default_factory=Divergence)
 
 
 @dataclass
