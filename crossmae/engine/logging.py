@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from ..userfiles import parse_json
 from .checkpoint import atomic_write
 from .distributed import is_main_process
 from .rundir import lock_run_dir
@@ -209,7 +210,7 @@ def rewind_jsonl(path: Path, key: str, last: int) -> int:
     kept = []
     for line in lines:
         try:
-            record = json.loads(line)
+            record = parse_json(line)
             value = float(record[key])
         except (ValueError, KeyError, TypeError):
             continue

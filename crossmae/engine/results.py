@@ -3,9 +3,10 @@ measured (its time, the loss before training) is carried over from the previous 
 the evaluation is recomputed from the checkpoint by the caller."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+
+from ..userfiles import parse_json
 
 logger = logging.getLogger("crossmae")
 
@@ -16,7 +17,7 @@ def previous_metrics(path: str | Path, task: str) -> dict:
     if not path.is_file():
         return {}
     try:
-        old = json.loads(path.read_text())
+        old = parse_json(path.read_text())
     except (OSError, ValueError) as e:
         logger.warning("ignoring the previous %s (%s: %s)", path, type(e).__name__, e)
         return {}

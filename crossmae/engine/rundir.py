@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..userfiles import parse_json
 from .checkpoint import remove_stale_temp_files
 
 logger = logging.getLogger("crossmae")
@@ -104,7 +105,7 @@ def _my_record() -> LockRecord:
 def read_lock(path: str | os.PathLike) -> LockRecord | None:
     """The record in a lock file; None if it is unreadable (cut by a kill, or not ours)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = parse_json(Path(path).read_text())
         known = {f.name for f in fields(LockRecord)}  # a later version may record more
         return LockRecord(**{k: v for k, v in data.items() if k in known})
     except (ValueError, TypeError, AttributeError):
