@@ -61,6 +61,21 @@ def test_unmasked_encoder_equals_timm_hiera_on_the_same_weights(arch):
         torch.testing.assert_close(ours.pooled_features(x), ref.forward_features(x).mean(dim=1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["crossmae_hiera_tiny_224", "mae_hiera_tiny_224"])
+def test_encoder_of_a_pretraining_model_loads_into_timm_hiera(name):
+    """The toolkit's encoder_state (what det / seg / classification take from a checkpoint) of a Hiera
+    pretraining model is exactly timm's Hiera without its head, with the same features."""
+    from crossmae.engine import encoder_state
+    model = tiny_pretrainer(name).eval()
+    ref = timm_hiera(**TINY_HIERA)
+    missing, unexpected = ref.load_state_dict(encoder_state(model.state_dict()), strict=False)
+    assert not unexpected and sorted(missing) == ["head.norm.bias", "head.norm.weight"], (missing, unexpected)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(model.forward_feature_maps(x), ref.forward_intermediates(x)[1]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("arch", ["hiera_tiny_224_qpool2", "tiny"])
 def test_masked_encoder_equals_timm_hiera_masked_forward(arch):
     """timm's masked forward is the reference MAE-Hiera's encoder (``super().forward(x, mask, ...)``)."""
@@ -334,6 +349,7 @@ def test_hiera_recipes_load_and_build():
 
 
 
+@pytest.mark.slow  # 10-20 s each on a loaded 2-core machine
 @pytest.mark.parametrize("config,decoder", [("crossmae_hiera_demo", "CrossMAEHiera"), ("mae_hiera_demo", "MAEHiera")])
 def test_pretrain_command_trains_hiera_and_knn_reads_its_encoder(tmp_path, config, decoder):
     """``crossmae pretrain`` on the Hiera demo recipe (shrunk to one short epoch): checkpoint, results, the
