@@ -23,7 +23,6 @@ as the ImageFolder does (:class:`crossmae.data.folder.SkipsUnreadable`).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from torchvision.datasets.utils import check_integrity
 from crossmae.classification.data import imagefolder_dataset
 from crossmae.data.folder import SkipsUnreadable
 from crossmae.data.image import load_rgb
+from crossmae.userfiles import parse_json
 
 NUM_CLASSES = {"inat2019": 1010, "places365": 365}
 
@@ -65,8 +65,8 @@ class INat2019(SkipsUnreadable, torch.utils.data.Dataset):
 
     def _read_split(self, ann: Path, images_dir: Path) -> list[tuple[str, int]]:
         try:
-            data = json.loads(ann.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            data = parse_json(ann.read_text())
+        except (ValueError, UnicodeDecodeError) as e:  # bad JSON, or nested deeper than any iNat file
             raise ValueError(f"{ann} is not valid JSON: {e}") from e
         try:
             label = {a["image_id"]: a["category_id"] for a in data["annotations"]}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
 import os
@@ -40,6 +39,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from crossmae.data.image import UNREADABLE, ImageReadError, SkipCount, first_readable, header_sizes, load_rgb
 from crossmae.errors import WorkerSafe
+from crossmae.userfiles import parse_json
 
 logger = logging.getLogger("crossmae")
 
@@ -55,8 +55,8 @@ def read_coco(ann_file: str | Path) -> dict:
     if not ann_file.is_file():
         raise FileNotFoundError(f"annotation file not found: {ann_file}")
     try:
-        data = json.loads(ann_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = parse_json(ann_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # bad JSON, or nested deeper than any COCO file
         raise AnnotationError(f"{ann_file} is not valid JSON: {e}") from e
     if not isinstance(data, dict):
         raise AnnotationError(f"{ann_file}: expected a JSON object with images/annotations/categories")

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset, Sampler
 
 from crossmae.data.image import UNREADABLE, ImageReadError, SkipCount, first_readable, header_sizes, load_rgb
 from crossmae.errors import WorkerSafe
+from crossmae.userfiles import parse_json
 
 from .transforms import IGNORE_INDEX
 
@@ -140,7 +141,7 @@ def scan_label_values(paths: list[Path], cache_file: Path | None,
     cache: dict = {}
     if cache_file is not None and cache_file.is_file():
         try:
-            cache = json.loads(cache_file.read_text())
+            cache = parse_json(cache_file.read_text())
         except (OSError, ValueError):
             cache = {}
     stats = {str(p): os.stat(p) for p in paths}

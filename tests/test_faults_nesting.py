@@ -28,3 +28,27 @@ def test_a_deep_log_line_is_dropped_by_the_rewind(tmp_path):
     log.write_text("\n".join([good[0], '{"step": 3, "x": ' + DEEP + "}", good[1]]) + "\n")
     assert rewind_jsonl(log, "step", last=5) == 1
     assert log.read_text().splitlines() == good
+
+
+def test_a_deep_coco_file_is_one_annotation_error(tmp_path):
+    import pytest
+
+    from det.data import AnnotationError, read_coco
+    ann = tmp_path / "instances_val2017.json"
+    ann.write_text('{"images": ' + DEEP + ', "annotations": [], "categories": []}')
+    with pytest.raises(AnnotationError, match="instances_val2017.json is not valid JSON: nested more than"):
+        read_coco(ann)
+
+
+def test_a_deep_seg_label_cache_is_ignored_and_rebuilt(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from seg.data import scan_label_values
+    label = tmp_path / "a.png"
+    Image.fromarray(np.array([[0, 3], [3, 7]], dtype=np.uint8)).save(label)
+    cache = tmp_path / "cache.json"
+    cache.write_text(DEEP)
+    values = scan_label_values([label], cache)
+    assert sorted(values[str(label)]) == [0, 3, 7]
+    assert json.loads(cache.read_text())[str(label)][:2] == [label.stat().st_size, label.stat().st_mtime_ns]

@@ -73,3 +73,10 @@ def test_an_unreadable_val_image_is_found_by_the_header_check(tmp_path, which):
     open(bad, "wb").close()
     with pytest.raises(ImageReadError, match=f"unreadable image {bad}"):
         ds.check_headers()
+
+
+def test_inat2019_json_nested_too_deep_is_one_error(tmp_path):
+    root = make_inat2019_tree(tmp_path, {3: 1})
+    (root / "val2019.json").write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")  # RecursionError in json
+    with pytest.raises(ValueError, match=r"val2019\.json is not valid JSON: nested more than"):
+        INat2019(root, "val")
