@@ -326,10 +326,23 @@ def test_factories_match_hiera_sizes():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(img_size=30), "img_size"), (dict(q_pool=3), "q_pool"), (dict(mask_unit_attn=(True, False)), "mask_unit_attn"),
     (dict(inter_block="all"), "inter_block"), (dict(mask_ratio=0.99), "visible units"),
-    (dict(pred_ratio=0.7), "pred_ratio"), (dict(mask_unit_size=3), "mask_unit_size"), (dict(stages=(1, 0, 1)), "stages")])
+    (dict(pred_ratio=0.7), "pred_ratio"), (dict(mask_unit_size=3), "mask_unit_size"), (dict(stages=(1, 0, 1)), "stages"),
+    (dict(pos_embed_init="zeros"), "pos_embed_init")])
 def test_bad_hiera_arguments_are_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_model("crossmae_hiera_tiny_224", **{**TINY_HIERA, **TINY_DECODER, **kwargs})
+
+
+def test_sincos_position_start():
+    """pos_embed_init="sincos" starts the learned table at MAE's 2-D sin-cos values (by hand: the first half of
+    the channels encodes the column, the second half the row; channel 0 of each half is sin(position))."""
+    enc = HieraEncoder(**TINY_HIERA, pos_embed_init="sincos")  # 16 x 16 tokens, width 16
+    pe = enc.pos_embed.detach()[0]
+    assert enc.pos_embed.requires_grad
+    assert pe[1, 0] == pytest.approx(torch.sin(torch.tensor(1.0)).item())  # token (0, 1): column 1
+    assert pe[16, 8] == pytest.approx(torch.sin(torch.tensor(1.0)).item())  # token (1, 0): row 1
+    assert pe[3 * 16 + 5, 0] == pytest.approx(torch.sin(torch.tensor(5.0)).item()) and pe[0].abs().max() == 1.0
+    assert HieraEncoder(**TINY_HIERA).pos_embed.detach().abs().max() < 0.1  # Hiera's default: trunc. normal 0.02
 
 
 def test_hiera_recipes_load_and_build():

@@ -29,6 +29,7 @@ import torch.nn as nn
 from timm.models.hiera import HieraBlock
 
 from ..masking import Masks, check_ratios
+from .pos_embed import sincos_2d
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # Hiera's MAE models and timm's Hiera both use eps 1e-6
 
@@ -158,7 +159,8 @@ class HieraEncoder(nn.Module):
                  stages: Sequence[int] = (2, 3, 16, 3), q_pool: int = 2, q_stride: int = 2, mask_unit_size: int = 8,
                  mask_unit_attn: Sequence[bool] = (True, True, False, False), dim_mul: float = 2.0,
                  head_mul: float = 2.0, patch_kernel: int = 7, patch_stride: int = 4, patch_padding: int = 3,
-                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, norm_eps: float = 1e-6):
+                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, norm_eps: float = 1e-6,
+                 pos_embed_init: str = "trunc_normal"):
         super().__init__()
         stages, mask_unit_attn = tuple(int(s) for s in stages), tuple(bool(a) for a in mask_unit_attn)
         check_hiera_args(img_size, stages, q_pool, q_stride, mask_unit_size, mask_unit_attn, patch_stride)
@@ -169,7 +171,7 @@ class HieraEncoder(nn.Module):
         self.num_units = self.unit_grid[0] * self.unit_grid[1]
         self.patch_embed = HieraPatchEmbed(img_size, in_chans, embed_dim, patch_kernel, patch_stride, patch_padding)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.token_grid ** 2, embed_dim))
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        init_pos_embed(self.pos_embed, pos_embed_init, self.token_grid)
         self.stage_ends = [sum(stages[:i + 1]) - 1 for i in range(len(stages))]
         self.blocks = nn.ModuleList()
         self.block_stage, self.block_side = [], []  # per block: its stage, its unit's tokens per side after it
@@ -244,6 +246,18 @@ class HieraEncoder(nn.Module):
         if imgs.ndim != 4 or tuple(imgs.shape[1:]) != (self.in_chans, *size):
             raise ValueError(f"expected images of shape [N, {self.in_chans}, {size[0]}, {size[1]}], "
                              f"got {list(imgs.shape)}")
+
+
+def init_pos_embed(pos_embed: nn.Parameter, how: str, grid: int) -> None:
+    """The learned position table's start: "trunc_normal" (std 0.02, Hiera's) or "sincos" (MAE's fixed 2-D
+    sin-cos values, still learned): docs/hiera.md measures the toy size stalling without positions."""
+    if how == "trunc_normal":
+        nn.init.trunc_normal_(pos_embed, std=0.02)
+    elif how == "sincos":
+        with torch.no_grad():
+            pos_embed.copy_(sincos_2d(pos_embed.shape[-1], grid, grid)[None])
+    else:
+        raise ValueError(f"pos_embed_init must be trunc_normal or sincos, got {how!r}")
 
 
 def check_hiera_args(img_size: int, stages: tuple, q_pool: int, q_stride: int, mask_unit_size: int,
