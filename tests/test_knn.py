@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 from crossmae.knn import KnnMonitor, knn_predict, run, subset
 
@@ -22,8 +23,47 @@ def test_knn_predict_weighted_votes():
 
 
 def test_subset_is_fixed_and_bounded():
-    assert subset(10, 0) == list(range(10))
-    assert subset(10, 4) == subset(10, 4) and len(set(subset(10, 4))) == 4
+    assert subset(10, 0) == subset(10, 10) == subset(10, 99) == list(range(10))  # 0 or too many: all of them
+    for seed in range(20):
+        picked = subset(10, 4, seed)
+        assert len(picked) == 4 and picked == sorted(set(picked)) and all(0 <= i < 10 for i in picked)
+    # random, not the first four: over 20 seeds every index is picked at least once and the subsets differ
+    assert set().union(*(subset(10, 4, seed) for seed in range(20))) == set(range(10))
+    assert len({tuple(subset(10, 4, seed)) for seed in range(20)}) > 1
+
+
+class MeanColourEncoder(torch.nn.Module):
+    """A stand-in encoder whose every token is the image's mean colour: its kNN votes by colour alone."""
+    num_patches, embed_dim = 4, 3
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward_features(self, imgs, ids_keep):
+        return imgs.mean(dim=(2, 3))[:, None, :].expand(-1, 1 + ids_keep.shape[1], -1)
+
+
+def _write_solid(folder, colour, count, tag):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.new("RGB", (8, 8), colour).save(folder / f"{tag}{i}.png")
+
+
+def test_monitor_score_matches_a_hand_count(tmp_path):
+    """Memory: 3 red images of class a, 3 blue of class b. Queries: val/a holds 2 red and 1 blue, val/b 2 blue.
+    Each query's same-colour neighbours (similarity 1) outvote the others, so the blue image filed under a is
+    the only miss: 4 of 5 right, 80%."""
+    red, blue = (255, 0, 0), (0, 0, 255)
+    _write_solid(tmp_path / "train/a", red, 3, "r")
+    _write_solid(tmp_path / "train/b", blue, 3, "b")
+    _write_solid(tmp_path / "val/a", red, 2, "r")
+    _write_solid(tmp_path / "val/a", blue, 1, "b")
+    _write_solid(tmp_path / "val/b", blue, 2, "b")
+    monitor = KnnMonitor(tmp_path, 8, train_images=0, val_images=0, num_workers=0)
+    encoder = MeanColourEncoder().train()
+    assert monitor(encoder, torch.device("cpu"))["knn_top1"] == pytest.approx(80.0)
+    assert encoder.training  # handed back in the mode it came in
 
 
 def test_shards_cover_each_image_once(pretrained_demo_run):
@@ -36,15 +76,16 @@ def test_shards_cover_each_image_once(pretrained_demo_run):
 
 
 @pytest.mark.xfail(strict=True, reason="measured: after the fixture's 8 demo epochs kNN does not separate a pretrained "
-                   "from a random encoder (74.5% vs 81.3%); see docs/tools.md, kNN monitor")
+                   "from a random encoder (74.5% vs 79.2-81.3% over random seeds), nor on any colour-free variant of "
+                   "the demo data tried; see docs/tools.md, kNN monitor")
 def test_pretrained_encoder_beats_random(pretrained_demo_run):
-    """The demo's 16 classes are 16 photographs: colour statistics, which a random ViT keeps, nearly
-    identify them. Strict xfail: if pretraining starts to win here, this reports it."""
+    """Strict xfail: if pretraining starts to win here by more than the random inits' spread, this reports it.
+    Random inits score 79.2-81.3% (seeds 0-2); the threshold sits above that spread."""
     ckpt, data = pretrained_demo_run / "checkpoint.pth", pretrained_demo_run / "demo_data"
     kw = dict(train_images=0, val_images=0, num_workers=0)
     pretrained = run(str(ckpt), str(data), **kw)["knn_top1"]
     random = run(str(ckpt), str(data), random_init=True, **kw)["knn_top1"]
-    assert pretrained > random + 2.0, (pretrained, random)
+    assert pretrained > random + 3.0, (pretrained, random)
 
 
 def test_monitor_logged_during_pretraining(tmp_path, pretrained_demo_run):
