@@ -503,7 +503,7 @@ def run_toy(out: Path, preset: str, mode: str, threads: int | None, say=print, j
     wall = time.time() - start
     text = (f"# {preset} preset\n\n{table}\nmean ± std over seeds; wall time of this invocation {wall / 60:.1f} min\n"
             f"command: python tools/paper_row.py --preset {preset} --output-dir {out}\n\n"
-            f"{colour_baselines(out / 'data')}\n\nlearning curves (val metric per evaluation, mean over seeds): "
+            f"{colour_baselines(out / 'data')}\n\nlearning curves (val metric per evaluation; seeds averaged): "
             f"{out / 'toy_curves.png'}\n{json.dumps(curves)}\n")
     (out / "toy_results.md").write_text(text)
     say(text)

@@ -187,14 +187,16 @@ def test_toy_table_has_mask_ap_and_knn_columns_and_curves(tmp_path):
 
 @pytest.mark.slow
 def test_toy_smoke_end_to_end(tmp_path):
-    """The toy-smoke preset: 3 pretrainings, 4 inits x 4 tasks x 1 seed, the table
-    (77 s alone on 2 cores with one job, 47 s with two)."""
+    """The toy-smoke preset: 3 pretrainings, 4 inits x (4 trained tasks + kNN) x 1 seed, the table, the colour
+    baseline and the curves (615 s with two jobs on 2 cores under a load average of ~8)."""
     out = tmp_path / "toy"
     assert pr.main(["--preset", "toy-smoke", "--output-dir", str(out), "--threads", "1", "--jobs", "2"]) == 0
     table = (out / "toy_results.md").read_text()
     for row in pr.TOY_INITS:
         assert f"| {row} |" in table
-    assert "seeds)" not in table  # every cell has all its seeds
-    flops = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
-             if line.startswith("| ") and "GFLOPs" not in line}
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert not any("seeds)" in line for line in rows)  # every cell has all its seeds
+    assert "det mask AP" in rows[0] and "kNN top-1" in rows[0]
+    assert "colour-histogram classifier" in table and (out / "toy_curves.png").is_file()
+    flops = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in rows if "GFLOPs" not in line}
     assert float(flops["CrossMAE γ=0.25"]) < float(flops["CrossMAE γ=0.75"]) < float(flops["MAE"])
