@@ -52,7 +52,13 @@ def test_perfect_predictions_score_100_and_shifted_ones_less(val_set):
     assert math.isnan(perfect["bbox_APl"])  # no large (> 96^2 px) objects in 64 px images: NaN, as detectron2
     shifted = coco_metrics(gt, _perfect_outputs(val_set, shift=1.0))
     assert 5 < shifted["bbox_AP"] < 90 and 5 < shifted["segm_AP"] < 90
-    assert shifted["bbox_AP50"] > shifted["bbox_AP75"]
+    # every box moved right by a fifth of its width: IoU = 0.8 w h / (1.2 w h) = 2/3, a hit at IoU 0.5, a miss at 0.75
+    moved = []
+    for r in _perfect_outputs(val_set):
+        x, y, w, h = r["bbox"]
+        moved.append({**r, "bbox": [x + w / 5, y, w, h]})
+    moved = coco_metrics(gt, moved, iou_types=("bbox",))
+    assert moved["bbox_AP50"] == pytest.approx(100.0, abs=0.01) and moved["bbox_AP75"] == pytest.approx(0.0, abs=0.01)
 
 
 def test_no_predictions_give_zero(val_set, caplog):
