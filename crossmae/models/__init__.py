@@ -7,18 +7,12 @@ from typing import Callable
 import torch.nn as nn
 
 from .crossmae import CrossMAE, PretrainOutput
-from .hiera import HIERA_SIZES
 from .hiera_crossmae import CrossMAEHiera
 from .hiera_mae import MAEHiera
 from .mae import MAE
+from .sizes import HIERA_SIZES, VIT_SIZES
 
-# encoder (embed_dim, depth, heads, patch) and decoder (width, heads) per size; the paper's table
-SIZES = {
-    "small": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=256, decoder_num_heads=8),
-    "base": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, decoder_embed_dim=512, decoder_num_heads=16),
-    "large": dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16, decoder_embed_dim=512, decoder_num_heads=16),
-    "huge": dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16, decoder_embed_dim=512, decoder_num_heads=16),
-}
+SIZES = VIT_SIZES  # the name older callers use
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -32,7 +26,8 @@ def _register(cls, size: str, name: str) -> None:
     globals()[name] = factory
 
 
-for _size, _patch in [("small", 16), ("base", 16), ("large", 16), ("huge", 14)]:
+for _size in VIT_SIZES:
+    _patch = VIT_SIZES[_size]["patch_size"]
     _register(CrossMAE, _size, f"crossmae_vit_{_size}_patch{_patch}")
     _register(MAE, _size, f"mae_vit_{_size}_patch{_patch}")
 

@@ -30,18 +30,11 @@ from timm.models.hiera import HieraBlock
 
 from ..masking import Masks, check_ratios
 from .pos_embed import sincos_2d
+from .sizes import HIERA_LETTERS, HIERA_SIZES
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # Hiera's MAE models and timm's Hiera both use eps 1e-6
 
 # (embed_dim, num_heads, stages) of Hiera-T/S/B/B+/L: timm's hiera_*_224 factories = the paper's Table 2
-HIERA_SIZES = {
-    "tiny": dict(embed_dim=96, num_heads=1, stages=(1, 2, 7, 2)),
-    "small": dict(embed_dim=96, num_heads=1, stages=(1, 2, 11, 2)),
-    "base": dict(embed_dim=96, num_heads=1, stages=(2, 3, 16, 3)),
-    "base_plus": dict(embed_dim=112, num_heads=2, stages=(2, 3, 16, 3)),
-    "large": dict(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4)),
-}
-SIZE_LETTERS = {"tiny": "T", "small": "S", "base": "B", "base_plus": "B+", "large": "L"}
 
 
 # ----------------------------------------------------------------------------- token layout (pure functions)
@@ -326,7 +319,7 @@ class MaskedHieraPretrainer(HieraEncoder):
         n = sum(p.numel() for p in self.parameters())
         size = next((k for k, v in HIERA_SIZES.items() if v["embed_dim"] == self.blocks[0].dim
                      and tuple(v["stages"]) == self.stages and v["num_heads"] == self.blocks[0].attn.heads), None)
-        arch = (f"Hiera-{SIZE_LETTERS[size]}" if size else
+        arch = (f"Hiera-{HIERA_LETTERS[size]}" if size else
                 f"Hiera {self.blocks[0].dim}w/{'-'.join(map(str, self.stages))}") + f"/p{self.patch_size}"
         if self.patch_embed.img_size[0] != 224:
             arch += f" {self.patch_embed.img_size[0]}px"

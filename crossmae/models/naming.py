@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from . import SIZES
-
-SIZE_LETTERS = {"small": "S", "base": "B", "large": "L", "huge": "H"}
+from .sizes import VIT_LETTERS as SIZE_LETTERS, VIT_SIZES as SIZES
 
 
 def describe_arch(embed_dim: int, depth: int, num_heads: int, patch_size: int, img_size: int = 224,
