@@ -73,20 +73,6 @@ class MaskedViTEncoder(nn.Module, HubMixin):
             return feats
         return self.norm(x) if self.norm is not None else x
 
-    def init_weights(self) -> None:
-        """MAE's initialisation: xavier for linears and the patch projection, N(0, 0.02) for tokens."""
-        w = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
     def check_input(self, imgs: torch.Tensor) -> None:
         expected = (self.in_chans, self.grid_size[0] * self.patch_size, self.grid_size[1] * self.patch_size)
         if imgs.ndim != 4 or tuple(imgs.shape[1:]) != expected:

@@ -300,20 +300,6 @@ class MaskedHieraPretrainer(HieraEncoder):
         """[N, U_visible * t * t]: the prediction patch under each last-stage token, in unit layout order."""
         return self.unit_patches[unit_keep].flatten(1)
 
-    def init_pretrain_weights(self) -> None:
-        """MAE-Hiera's initialisation: xavier for every linear and the patch projection, LayerNorm 1 / 0
-        (the fusion convolutions keep PyTorch's default, as in the reference)."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        w = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-
     def describe(self) -> str:
         """'Hiera 32w/1-3-1/p8 32px (0.4M)': first width, blocks per stage, prediction patch, resolution."""
         n = sum(p.numel() for p in self.parameters())

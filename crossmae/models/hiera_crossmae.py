@@ -19,9 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..masking import Masks, gather_tokens
-from .blocks import CrossAttentionBlock
-from .crossmae import PretrainOutput, WeightedFeatureMaps, reconstruction_loss
+from ..masking import Masks
+from .autoencoder import CrossAttentionDecoder
 from .hiera import LayerNorm, MaskedHieraPretrainer, apply_per_unit, fusion_conv
 from .pos_embed import sincos_2d
 
@@ -33,7 +32,7 @@ def flatten_units(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1, 3)
 
 
-class CrossMAEHiera(MaskedHieraPretrainer):
+class CrossMAEHiera(MaskedHieraPretrainer, CrossAttentionDecoder):
     """Keyword arguments beyond the decoder's and the masking's are :class:`~crossmae.models.hiera.HieraEncoder`'s."""
 
     def __init__(self, decoder_embed_dim: int = 512, decoder_depth: int = 8, decoder_num_heads: int = 16,
@@ -53,18 +52,10 @@ class CrossMAEHiera(MaskedHieraPretrainer):
             mixed_stages = sorted({self.block_stage[i] for i in self.mix_sources})
             self.fuse = nn.ModuleDict({str(s): fusion_conv(self.stage_dims[s], width, self.stage_sides[s], side)
                                        for s in mixed_stages})
-            self.wfm = WeightedFeatureMaps(len(self.mix_sources), decoder_depth)
-            self.dec_norms = nn.ModuleList([LayerNorm(width) for _ in range(decoder_depth)])
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        self.decoder_pos_embed = nn.Parameter(sincos_2d(decoder_embed_dim, *self.grid_size)[None], requires_grad=False)
-        self.decoder_blocks = nn.ModuleList([
-            CrossAttentionBlock(width, decoder_embed_dim, decoder_num_heads, mlp_ratio, self_attn=decoder_self_attn,
-                                norm_layer=LayerNorm)
-            for _ in range(decoder_depth)])
-        self.decoder_norm = LayerNorm(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size ** 2 * self.in_chans)
-        self.init_pretrain_weights()
-        nn.init.normal_(self.mask_token, std=0.02)
+            self.add_inter_block_mix(len(self.mix_sources), width, decoder_depth)
+        self.add_cross_attention_decoder(width, decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio,
+                                         decoder_self_attn, sincos_2d(decoder_embed_dim, *self.grid_size)[None])
+        self.init_weights()
 
     def decoder_memory(self, imgs: torch.Tensor, masks: Masks) -> list[torch.Tensor]:
         """What each decoder block attends to: one [N, U_visible * t * t, C_last] tensor per block, built
@@ -72,32 +63,9 @@ class CrossMAEHiera(MaskedHieraPretrainer):
         outputs = self.forward_blocks(imgs, self.visible_units(masks))
         if self.inter_block == "none":
             return [self.norm(outputs[-1])] * len(self.decoder_blocks)
-        feats = [flatten_units(apply_per_unit(self.fuse[str(self.block_stage[i])], self.to_units(outputs[i], i)))
-                 for i in self.mix_sources]
-        mixed = self.wfm(torch.stack(feats))
-        return [norm(m) for m, norm in zip(mixed.unbind(0), self.dec_norms)]
-
-    def decoder_queries(self, masks: Masks) -> torch.Tensor:
-        pos = self.decoder_pos_embed.expand(masks.ids_pred.shape[0], -1, -1)
-        return gather_tokens(pos, masks.ids_pred) + self.mask_token
-
-    def forward_decoder(self, memory: list[torch.Tensor], masks: Masks,
-                        every_block: bool = False) -> torch.Tensor | list[torch.Tensor]:
-        """Pixel predictions [N, P, p*p*C] at masks.ids_pred; every_block=True reads each block's output."""
-        x = self.decoder_queries(masks)
-        readouts = []
-        for blk, mem in zip(self.decoder_blocks, memory):
-            x = blk(x, mem)
-            if every_block:
-                readouts.append(self.decoder_pred(self.decoder_norm(x)))
-        return readouts if every_block else self.decoder_pred(self.decoder_norm(x))
-
-    def forward(self, imgs: torch.Tensor, masks: Masks | None = None) -> PretrainOutput:
-        self.check_input(imgs)
-        masks = self.sample_masks(imgs) if masks is None else masks
-        pred = self.forward_decoder(self.decoder_memory(imgs, masks), masks)
-        loss = reconstruction_loss(imgs, pred, masks.ids_pred, self.patch_size, self.norm_pix_loss)
-        return PretrainOutput(loss, pred, masks)
+        return self.mix_feature_maps([flatten_units(apply_per_unit(self.fuse[str(self.block_stage[i])],
+                                                                   self.to_units(outputs[i], i)))
+                                      for i in self.mix_sources])
 
     def describe(self) -> str:
         dec = f"dec {len(self.decoder_blocks)}x{self.decoder_norm.normalized_shape[0]}"

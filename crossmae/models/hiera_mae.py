@@ -16,13 +16,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..masking import Masks, gather_tokens
-from .blocks import Block
-from .crossmae import PretrainOutput, reconstruction_loss
+from ..masking import Masks
+from .autoencoder import SelfAttentionDecoder
 from .hiera import LayerNorm, MaskedHieraPretrainer, apply_per_unit, fusion_conv
 
 
-class MAEHiera(MaskedHieraPretrainer):
+class MAEHiera(MaskedHieraPretrainer, SelfAttentionDecoder):
     """Keyword arguments beyond the decoder's and the masking's are :class:`~crossmae.models.hiera.HieraEncoder`'s."""
 
     def __init__(self, decoder_embed_dim: int = 512, decoder_depth: int = 8, decoder_num_heads: int = 16,
@@ -34,13 +33,12 @@ class MAEHiera(MaskedHieraPretrainer):
             fusion_conv(self.stage_dims[s], width, self.stage_sides[s], side) for s in self.fused_stages])
         self.encoder_norm = LayerNorm(width)
         self.decoder_embed = nn.Linear(width, decoder_embed_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, decoder_embed_dim))
-        self.decoder_blocks = nn.ModuleList([Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, norm_layer=LayerNorm)
-                                             for _ in range(decoder_depth)])
-        self.decoder_norm = LayerNorm(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size ** 2 * self.in_chans)
-        self.init_pretrain_weights()
+        self.add_self_attention_decoder(decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio,
+                                        torch.zeros(1, self.num_patches, decoder_embed_dim), learn_pos=True)
+        self.init_weights()
+
+    def init_decoder_tokens(self) -> None:
+        """The reference's: a learned position table, both truncated N(0, 0.02)."""
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.decoder_pos_embed, std=0.02)
 
@@ -58,27 +56,6 @@ class MAEHiera(MaskedHieraPretrainer):
         full = self.mask_token.to(x.dtype).expand(x.shape[0], self.num_patches, -1)
         full = full.scatter(1, where.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x)
         return full + self.decoder_pos_embed
-
-    def readout(self, x: torch.Tensor, masks: Masks) -> torch.Tensor:
-        return self.decoder_pred(self.decoder_norm(gather_tokens(x, masks.ids_pred)))
-
-    def forward_decoder(self, latent: torch.Tensor, masks: Masks,
-                        every_block: bool = False) -> torch.Tensor | list[torch.Tensor]:
-        """Pixel predictions at masks.ids_pred (every masked patch), [N, P, p*p*C]."""
-        x = self.decoder_tokens(latent, masks)
-        readouts = []
-        for blk in self.decoder_blocks:
-            x = blk(x)
-            if every_block:
-                readouts.append(self.readout(x, masks))
-        return readouts if every_block else self.readout(x, masks)
-
-    def forward(self, imgs: torch.Tensor, masks: Masks | None = None) -> PretrainOutput:
-        self.check_input(imgs)
-        masks = self.sample_masks(imgs) if masks is None else masks
-        pred = self.forward_decoder(self.decoder_memory(imgs, masks), masks)
-        loss = reconstruction_loss(imgs, pred, masks.ids_pred, self.patch_size, self.norm_pix_loss)
-        return PretrainOutput(loss, pred, masks)
 
     def describe(self) -> str:
         return f"MAE {super().describe()} dec {len(self.decoder_blocks)}x{self.decoder_norm.normalized_shape[0]}"
