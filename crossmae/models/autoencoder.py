@@ -119,10 +119,6 @@ class WeightedFeatureMaps(nn.Module):
         w = self.linear.weight.to(stacked.dtype)
         return (w @ stacked.flatten(1)).view(w.shape[0], *stacked.shape[1:])
 
-    def mix(self, stacked: torch.Tensor, block: int) -> torch.Tensor:
-        """One block's mix, [N, T, D] (for analysis; training uses ``forward``)."""
-        return torch.tensordot(self.linear.weight[block].to(stacked.dtype), stacked, dims=1)
-
 
 class CrossAttentionDecoder(MaskedAutoencoder):
     """CrossMAE's decoder: queries (the mask token + the position of a predicted patch) read the family's
