@@ -10,8 +10,9 @@ plus one decoder; the family supplies what is its own:
 * ``decoder_memory(imgs, masks)``: what the decoder reads (CrossMAE: one tensor per decoder block);
 * MAE only: ``decoder_tokens(memory, masks)``, the decoder's input sequence in image order.
 
-The decoder's tensors are registered in the releases' order (``add_decoder``), so state dicts, optimizer
-states and seeded initialisations are those of the earlier per-model code.
+Tensors keep the releases' names and registration order (``add_decoder``): their checkpoints, resumed
+optimizer states (which address parameters by position) and seeded initialisations depend on it
+(tests/test_model_state_format.py).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class MaskedAutoencoder(nn.Module):
         decoder's tokens; convolutions (Hiera's fusion heads) keep PyTorch's default, as in MAE-Hiera. The
         random draws keep each family's order (the ViT's reference draws the projection and the cls token
         before the linears, MAE-Hiera's the projection after), so a seeded model is bit for bit the one the
-        earlier per-model code built."""
+        per-model code before this base built."""
         cls_token = getattr(self, "cls_token", None)
         if cls_token is not None:
             init_as_linear(self.patch_embed.proj)
