@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 from crossmae.knn import KnnMonitor, knn_predict, run, subset
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_knn_predict_weighted_votes():
@@ -75,17 +78,34 @@ def test_shards_cover_each_image_once(pretrained_demo_run):
     assert sorted(shards[0] + shards[1]) == list(range(50)) and not set(shards[0]) & set(shards[1])
 
 
-@pytest.mark.xfail(strict=True, reason="measured: after the fixture's 8 demo epochs kNN does not separate a pretrained "
-                   "from a random encoder (74.5% vs 79.2-81.3% over random seeds), nor on any colour-free variant of "
-                   "the demo data tried; see docs/tools.md, kNN monitor")
-def test_pretrained_encoder_beats_random(pretrained_demo_run):
-    """Strict xfail: if pretraining starts to win here by more than the random inits' spread, this reports it.
-    Random inits score 79.2-81.3% (seeds 0-2); the threshold sits above that spread."""
-    ckpt, data = pretrained_demo_run / "checkpoint.pth", pretrained_demo_run / "demo_data"
+@pytest.fixture(scope="session")
+def full_demo_run(tmp_path_factory):
+    """The embedded demo exactly as shipped (configs/pretrain/demo.yaml: 40 epochs, normalised-pixel loss, kNN
+    every 10 epochs), in one process: about 1.5 minutes on 2 cores."""
+    from crossmae.pretrain import main
+    out = tmp_path_factory.mktemp("full_demo")
+    main(str(REPO / "configs/pretrain/demo.yaml"), [f"output_dir={out}", "data.num_workers=0", "num_vis=0"])
+    return out
+
+
+@pytest.mark.slow
+def test_demo_pretraining_beats_random_init(full_demo_run):
+    """The demo's kNN monitor tells its pretrained encoder from the same architecture at random init.
+    Measured (2 CPU cores; docs/tools.md, kNN monitor): the demo at pretraining seeds 0 / 1 / 2 ends at 86.5 / 83.3 /
+    84.4%; random inits (seeds 0-7) 78.6-82.3%, seeds 0-2 81.2 / 79.2 / 79.2% (mean 79.9). The bar, the random
+    mean + 2 points, sits 1.4 points under the weakest pretraining seed and 4.6 under seed 0, this run's."""
+    records = [json.loads(line) for line in (full_demo_run / "epoch_log.jsonl").read_text().splitlines()]
+    logged = [(r["epoch"], r["eval"]["knn_top1"]) for r in records if "knn_top1" in r.get("eval", {})]
+    assert [e for e, _ in logged] == [10, 20, 30, 40]
+    ckpt, data = full_demo_run / "checkpoint.pth", full_demo_run / "demo_data"
     kw = dict(train_images=0, val_images=0, num_workers=0)
     pretrained = run(str(ckpt), str(data), **kw)["knn_top1"]
-    random = run(str(ckpt), str(data), random_init=True, **kw)["knn_top1"]
-    assert pretrained > random + 3.0, (pretrained, random)
+    assert pretrained == pytest.approx(logged[-1][1], abs=1e-6)  # the monitor scores what the command scores
+    random = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        random.append(run(str(ckpt), str(data), random_init=True, **kw)["knn_top1"])
+    assert pretrained >= sum(random) / 3 + 2.0, (pretrained, random)
 
 
 def test_monitor_logged_during_pretraining(tmp_path, pretrained_demo_run):
