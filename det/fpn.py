@@ -77,8 +77,7 @@ class MultiScalePyramid(nn.Module):
 
     def __init__(self, in_channels: list[int], in_strides: list[int], out_channels: int = 256):
         super().__init__()
-        if any(b != 2 * a for a, b in zip(in_strides, in_strides[1:])) or 2 ** round(math.log2(in_strides[0])) \
-                != in_strides[0]:
+        if in_strides[0] & (in_strides[0] - 1) or any(b != 2 * a for a, b in zip(in_strides, in_strides[1:])):
             raise ValueError(f"an FPN needs backbone strides that are powers of two, each double the last; got "
                              f"{list(in_strides)} (Hiera: q_pool = number of stages - 1)")
         self.fpn = FeaturePyramidNetwork(list(in_channels), out_channels, extra_blocks=LastLevelMaxPool())

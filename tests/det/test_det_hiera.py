@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from torchvision.ops import FeaturePyramidNetwork
 
 from crossmae.config import load_config
 from crossmae.engine import encoder_state, load_checkpoint, model_state
 from det.backbone import load_encoder
+from det.fpn import MultiScalePyramid
 from det.train import DetConfig, build_detector, main
 
 # the tiny CrossMAE-Hiera (tests/tiny.py): stages at strides 2, 4, 8 (8 px mask units) at 64 px;
@@ -57,3 +59,10 @@ def test_hiera_detector_trains_and_evaluates_through_the_command(tiny_hiera_chec
     assert saved.model.hiera["stages"] == [1, 2, 1]
     again = main(str(out / "config.yaml"), ["pretrained=''"], eval_only=True)  # no checkpoint to read
     assert again["metrics"]["bbox_AP"] == summary["metrics"]["bbox_AP"]
+
+
+def test_fpn_needs_strides_that_double():
+    assert MultiScalePyramid([16, 32, 64], [4, 8, 16], 8).names == ["p2", "p3", "p4", "p5"]
+    for strides in ([2, 4, 4], [3, 6, 12]):  # Hiera pretrained with q_pool 1 at its own q_pool; not a power of 2
+        with pytest.raises(ValueError, match="q_pool = number of stages - 1"):
+            MultiScalePyramid([16, 32, 64], strides, 8)
