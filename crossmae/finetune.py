@@ -14,13 +14,12 @@ from typing import Callable
 from .classification.common import (build_datasets, check_run_fields, create_model, load_trained, make_evaluator,
                                     train_loader, write_results)
 from .classification.config import FinetuneConfig
-from .classification.model import init_head
+from .classification.model import describe, init_head
 from .classification.transforms import build_criterion, build_mixup, eval_transform, finetune_transform
 from .config import load_config, save_config, to_dict
 from .engine import Trainer, build_adamw, init_distributed, steps_per_epoch, warmup_cosine
 from .engine.logging import setup_logging
 from .engine.results import previous_metrics, rerun_metrics
-from .models.naming import describe_arch
 from .pretrain import resolve_accum_iter
 
 logger = logging.getLogger("crossmae")
@@ -83,7 +82,7 @@ def run(cfg, dataset_fn: Callable | None = None, task: str = "finetune") -> dict
     schedule = warmup_cosine(lr, cfg.optim.min_lr, cfg.epochs * n_steps, int(cfg.optim.warmup_epochs * n_steps))
     mixup = build_mixup(cfg.data.nb_classes, a.mixup, a.cutmix, a.cutmix_minmax, a.mixup_prob, a.mixup_switch_prob,
                         a.mixup_mode, a.smoothing)
-    logger.info("%s: %s, %.1fM parameters, pool %s, drop path %.2f; %d classes", task, describe_arch(**arch),
+    logger.info("%s: %s, %.1fM parameters, pool %s, drop path %.2f; %d classes", task, describe(arch),
                 sum(p.numel() for p in model.parameters()) / 1e6, cfg.model.global_pool, cfg.model.drop_path_rate,
                 cfg.data.nb_classes)
     logger.info("%d train / %d val images; effective batch %d = %d x %d accum x %d processes; lr %.3g; "

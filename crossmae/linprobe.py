@@ -16,9 +16,8 @@ from .classification.common import (build_datasets, check_run_fields, create_mod
                                     write_results)
 from .classification.config import LinprobeConfig
 from .classification.lars import LARS
-from .classification.model import init_head, make_linear_probe
+from .classification.model import describe, init_head, make_linear_probe
 from .classification.transforms import eval_transform, linprobe_transform
-from .models.naming import describe_arch
 from .config import load_config, save_config, to_dict
 from .engine import Trainer, init_distributed, steps_per_epoch, warmup_cosine
 from .engine.logging import setup_logging
@@ -68,7 +67,7 @@ def run(cfg) -> dict:
                                 cfg.optim.momentum)
     n_steps = steps_per_epoch(len(loader), accum_iter)
     schedule = warmup_cosine(lr, cfg.optim.min_lr, cfg.epochs * n_steps, int(cfg.optim.warmup_epochs * n_steps))
-    logger.info("linear probe on %s features of %s; %d classes; %s", cfg.model.global_pool, describe_arch(**arch),
+    logger.info("linear probe on %s features of %s; %d classes; %s", cfg.model.global_pool, describe(arch),
                 cfg.data.nb_classes, "RANDOM encoder (control)" if cfg.random_init else f"encoder from {pretrained}")
     logger.info("%d train / %d val images; effective batch %d = %d x %d accum x %d processes; %s lr %.3g; "
                 "%d steps/epoch", len(train_set), len(val_set), effective_batch, cfg.batch_size, accum_iter,

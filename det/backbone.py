@@ -1,4 +1,9 @@
-"""The ViTDet backbone net (crossmae.models.dense_vit) from a config section, and its pretrained encoder."""
+"""The detector's backbone net from a config section, and its pretrained encoder.
+
+``model.family`` picks it: 'vit' (crossmae.models.dense_vit.DenseViT with ViTDet's settings from the ViT
+fields of det.train.DetModel) or 'hiera' (crossmae.models.hiera.DenseHiera from ``model.hiera``). Both
+satisfy crossmae.models.dense.DenseBackbone, which is all det.modeling reads.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,13 +12,30 @@ from pathlib import Path
 import torch.nn as nn
 
 from crossmae.engine import CheckpointError, encoder_state, load_checkpoint, model_state
+from crossmae.models.dense import FAMILIES
 from crossmae.models.dense_vit import DenseViT
+from crossmae.models.hiera import DenseHiera
+from crossmae.models.transfer import hiera_backbone_args
 
 logger = logging.getLogger("crossmae")
 
+# the config fields that decide the backbone's shapes, named when a checkpoint does not fit
+SHAPE_FIELDS = {"vit": "the ViT of model.* (embed_dim / depth / num_heads / patch_size)",
+                "hiera": "the Hiera of model.hiera (size / embed_dim / num_heads / stages / mask_unit_size / "
+                         "patch_kernel)"}
 
-def build_net(m, image_size: int) -> DenseViT:
-    """A DenseViT with ViTDet's settings from the ``model`` config section (see det.train.DetModel)."""
+
+def build_net(m, image_size: int, pretrained: str = "") -> nn.Module:
+    """The backbone of the ``model`` config section (see det.train.DetModel). A Hiera with
+    ``model.hiera.size=auto`` takes its architecture from the ``pretrained`` checkpoint and writes the
+    resolved arguments back into ``m.hiera`` (so the saved config rebuilds it without the checkpoint)."""
+    if m.family not in FAMILIES:
+        raise ValueError(f"model.family must be one of {FAMILIES}, got {m.family!r}")
+    if m.family == "hiera":
+        ckpt_config = load_checkpoint(pretrained).get("config") if m.hiera.get("size") == "auto" and pretrained \
+            else None
+        m.hiera = hiera_backbone_args(m.hiera, ckpt_config)
+        return DenseHiera(**m.hiera)
     return DenseViT(img_size=image_size, pretrain_img_size=m.pretrain_img_size, patch_size=m.patch_size,
                     embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
                     drop_path_rate=m.drop_path_rate, window_size=m.window_size,
@@ -23,14 +45,14 @@ def build_net(m, image_size: int) -> DenseViT:
 
 def load_encoder(net: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
     """Load the encoder of a pretraining checkpoint (ours, the official CrossMAE/MAE release, or a
-    bare state dict) into the ViT: pos_embed resized, a patch projection of another size resampled
+    bare state dict) into the backbone: pos_embed resized, a patch projection of another size resampled
     (ViT-H p14 -> p16). Returns (missing, unexpected) keys; anything else wrong raises."""
     state = encoder_state(model_state(load_checkpoint(path), path))
     try:
         missing, unexpected = net.load_pretrained(state, resize_patch_embed=True)
     except CheckpointError as e:  # name the file and the config fields that decide the backbone's shapes
-        raise CheckpointError(f"pretrained={path} does not fit the ViT of model.* (embed_dim / depth / num_heads / "
-                              f"patch_size): {e}") from e
+        family = "hiera" if isinstance(net, DenseHiera) else "vit"
+        raise CheckpointError(f"pretrained={path} does not fit {SHAPE_FIELDS[family]}: {e}") from e
     logger.info("loaded the encoder of %s: %d tensors; new (randomly/zero initialised): %d %s; unused: %s",
                 path, len(state) - len(unexpected), len(missing),
                 sorted({k.split(".")[-1] for k in missing}), unexpected)

@@ -1,8 +1,12 @@
-"""ViTDet's simple feature pyramid: a multi-scale pyramid made from the ViT's last feature map alone.
+"""The detector's pyramid, chosen by the backbone's strides (crossmae.models.dense): levels p{log2 stride}.
 
-Scales 4, 2, 1, 0.5 of the stride-16 map (strides 4, 8, 16, 32) by deconvolutions / identity / max
-pooling, each followed by a 1x1 and a 3x3 conv with LayerNorm, plus p6 by stride-2 subsampling of
-p5 (detectron2's LastLevelMaxPool).
+* One stride (a plain ViT): ViTDet's simple feature pyramid, made from the last feature map alone: scales
+  4, 2, 1, 0.5 of the stride-16 map (strides 4, 8, 16, 32) by deconvolutions / identity / max pooling,
+  each followed by a 1x1 and a 3x3 conv with LayerNorm.
+* Increasing strides (Hiera's stages): torchvision's FeaturePyramidNetwork, one level per map.
+
+Both add one level by stride-2 subsampling of the coarsest (detectron2's / torchvision's LastLevelMaxPool),
+for the RPN only.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import LayerNorm2d
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 
 def _stage(in_dim: int, scale: float) -> tuple[nn.Module, int]:
@@ -52,8 +58,41 @@ class SimpleFeaturePyramid(nn.Module):
             self.names.append(f"p{int(math.log2(self.strides[-1]))}")
         self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+        if isinstance(x, (list, tuple)):  # a backbone's maps: the pyramid is made from the last one
+            x = x[-1]
         outs = [stage(x) for stage in self.stages]
         if self.top_block:
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))
         return OrderedDict(zip(self.names, outs))
+
+
+def _level_name(stride: int) -> str:
+    return f"p{int(math.log2(stride))}"
+
+
+class MultiScalePyramid(nn.Module):
+    """torchvision's FPN over a hierarchical backbone's maps (strides doubling, e.g. 4, 8, 16, 32) + the
+    max-pool level: OrderedDict p{log2 stride}: [N, out_channels, ...]."""
+
+    def __init__(self, in_channels: list[int], in_strides: list[int], out_channels: int = 256):
+        super().__init__()
+        if in_strides[0] & (in_strides[0] - 1) or any(b != 2 * a for a, b in zip(in_strides, in_strides[1:])):
+            raise ValueError(f"an FPN needs backbone strides that are powers of two, each double the last; got "
+                             f"{list(in_strides)} (Hiera: q_pool = number of stages - 1)")
+        self.fpn = FeaturePyramidNetwork(list(in_channels), out_channels, extra_blocks=LastLevelMaxPool())
+        self.strides = list(in_strides) + [in_strides[-1] * 2]
+        self.names = [_level_name(s) for s in self.strides]
+        self.top_block = True
+        self.out_channels = out_channels
+
+    def forward(self, feats: list[torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+        outs = self.fpn(OrderedDict(zip(self.names, feats)))
+        return OrderedDict(zip(self.names, outs.values()))
+
+
+def build_pyramid(in_channels: list[int], in_strides: list[int], out_channels: int = 256) -> nn.Module:
+    """The pyramid for a backbone of these map channels and strides (module docstring)."""
+    if len(set(in_strides)) == 1:
+        return SimpleFeaturePyramid(in_channels[-1], in_strides[-1], out_channels)
+    return MultiScalePyramid(in_channels, in_strides, out_channels)

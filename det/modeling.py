@@ -1,14 +1,16 @@
 """ViTDet Mask R-CNN assembled from torchvision's detection components.
 
-    backbone.net   the plain ViT (crossmae.models.dense_vit), its last stride-16 map
-    backbone.fpn   SimpleFeaturePyramid -> p2..p6, 256 channels
+    backbone.net   a dense backbone (crossmae.models.dense): the plain ViT (crossmae.models.dense_vit), its
+                   last stride-16 map; or Hiera (crossmae.models.hiera.DenseHiera), its four stages
+    backbone.fpn   read from the backbone's strides (det.fpn.build_pyramid): ViT -> SimpleFeaturePyramid,
+                   p2..p6; Hiera -> torchvision's FPN on strides 4..32 + max pool, p2..p6; 256 channels
     rpn            2-conv head, anchors 32..512 (one size per level) x ratios 0.5/1/2, exact (not rounded)
     roi_heads      RoIAlign (aligned, adaptive sampling) 7x7 -> 4 conv + 1 fc box head with LayerNorm;
                    14x14 -> 4 conv mask head with LayerNorm -> 28x28 masks; detectron2's head init
     transform      normalise; training: images already jittered, padded to a square; testing:
                    longest side resized to ``image_size``, padded, predictions mapped back
 
-The names under ``backbone.net`` are the ViT's own (timm's), as in detectron2's ViTDet.
+The names under ``backbone.net`` are the encoder's own (timm's), as in detectron2's ViTDet.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from torchvision.ops.poolers import LevelMapper
 
 from crossmae.data import IMAGENET_MEAN, IMAGENET_STD
 
-from .fpn import SimpleFeaturePyramid
+from .fpn import build_pyramid
 
 
 class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
@@ -97,22 +99,17 @@ class SquarePadTransform(GeneralizedRCNNTransform):
         return batch
 
 
-class ViTDetBackbone(nn.Module):
-    """ViT -> last feature map -> simple feature pyramid. ``out_channels`` as torchvision expects."""
+class PyramidBackbone(nn.Module):
+    """Dense backbone -> its feature maps -> pyramid. ``out_channels`` (one width) as torchvision expects."""
 
-    def __init__(self, net: nn.Module, fpn: SimpleFeaturePyramid):
+    def __init__(self, net: nn.Module, fpn: nn.Module):
         super().__init__()
         self.net = net
         self.fpn = fpn
         self.out_channels = fpn.out_channels
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        feats = self.net(x)
-        if isinstance(feats, dict):
-            feats = list(feats.values())
-        if isinstance(feats, (list, tuple)):
-            feats = feats[-1]
-        return self.fpn(feats)
+        return self.fpn(self.net(x))
 
 
 class ExactAnchorGenerator(AnchorGenerator):
@@ -151,7 +148,7 @@ def init_heads_like_detectron2(model: MaskRCNN) -> None:
         nn.init.zeros_(layer.bias)
 
 
-def build_mask_rcnn(net: nn.Module, *, num_classes: int, embed_dim: int, patch_size: int, image_size: int = 1024,
+def build_mask_rcnn(net: nn.Module, *, num_classes: int, image_size: int = 1024,
                     fpn_channels: int = 256, anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512),
                     box_head_convs: int = 4, box_head_fc: int = 1024, mask_head_convs: int = 4,
                     rpn_pre_nms_top_n_train: int = 2000, rpn_pre_nms_top_n_test: int = 1000,
@@ -159,20 +156,25 @@ def build_mask_rcnn(net: nn.Module, *, num_classes: int, embed_dim: int, patch_s
                     box_batch_size_per_image: int = 512, box_score_thresh: float = 0.05,
                     detections_per_img: int = 100, canonical_scale: int = 224, head_init: str = "detectron2",
                     image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD) -> MaskRCNN:
-    """ViTDet's Mask R-CNN (detectron2's ``mask_rcnn_vitdet.py``) on the ViT ``net``.
+    """ViTDet's Mask R-CNN (detectron2's ``mask_rcnn_vitdet.py``) on the dense backbone ``net``
+    (``out_channels`` / ``out_strides`` / ``size_divisor``: crossmae.models.dense).
 
     ``num_classes`` excludes the background. Defaults are the paper's; tiny runs shrink widths,
     anchors and sample counts. ``head_init``: 'detectron2' (ViTDet's ROI-head init) or 'torchvision'
     (its defaults: larger predictor weights, which a few-hundred-step toy run learns from faster)."""
     if head_init not in HEAD_INITS:
         raise ValueError(f"model.head_init must be one of {HEAD_INITS}, got {head_init!r}")
-    fpn = SimpleFeaturePyramid(embed_dim, patch_size, fpn_channels)
+    if image_size % net.size_divisor:
+        raise ValueError(f"image_size {image_size} is not a multiple of the backbone's input divisor "
+                         f"{net.size_divisor}")
+    fpn = build_pyramid(net.out_channels, net.out_strides, fpn_channels)
     if len(anchor_sizes) != len(fpn.names):
         raise ValueError(f"anchor_sizes needs one size per pyramid level {fpn.names}, got {list(anchor_sizes)}")
-    backbone = ViTDetBackbone(net, fpn)
+    backbone = PyramidBackbone(net, fpn)
     anchors = ExactAnchorGenerator(tuple((int(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
     rpn_head = RPNHead(fpn_channels, anchors.num_anchors_per_location()[0], conv_depth=2)
-    roi_levels, roi_strides = fpn.names[:4], fpn.strides[:4]  # p2-p5; p6 is for the RPN only
+    n_roi = len(fpn.names) - int(fpn.top_block)  # p2-p5; the max-pool level is for the RPN only
+    roi_levels, roi_strides = fpn.names[:n_roi], fpn.strides[:n_roi]
     box_pool = AlignedMultiScaleRoIAlign(roi_levels, roi_strides, 7, 0, canonical_scale)
     mask_pool = AlignedMultiScaleRoIAlign(roi_levels, roi_strides, 14, 0, canonical_scale)
     box_head = FastRCNNConvFCHead((fpn_channels, 7, 7), [fpn_channels] * box_head_convs, [box_head_fc],

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -36,6 +36,9 @@ logger = logging.getLogger("crossmae")
 
 @dataclass
 class DetModel:
+    family: str = "vit"  # the backbone: vit (the fields below) | hiera (model.hiera)
+    # keyword arguments of crossmae.models.hiera.DenseHiera: size (auto = the pretrained checkpoint's) + overrides
+    hiera: Dict[str, Any] = field(default_factory=lambda: {"size": "auto"})
     # the ViT (crossmae.models.dense_vit); defaults: ViT-B/16 as in ViTDet
     embed_dim: int = 768
     depth: int = 12
@@ -157,9 +160,9 @@ def build_datasets(cfg, out_dir: Path, is_main: bool, world_size: int, with_trai
 
 def build_detector(cfg, num_classes: int) -> torch.nn.Module:
     m = cfg.model
-    net = build_net(m, cfg.image_size)
+    net = build_net(m, cfg.image_size, cfg.pretrained)
     return build_mask_rcnn(
-        net, num_classes=num_classes, embed_dim=m.embed_dim, patch_size=m.patch_size, image_size=cfg.image_size,
+        net, num_classes=num_classes, image_size=cfg.image_size,
         fpn_channels=m.fpn_channels, anchor_sizes=tuple(m.anchor_sizes), box_head_convs=m.box_head_convs,
         box_head_fc=m.box_head_fc, mask_head_convs=m.mask_head_convs,
         rpn_pre_nms_top_n_train=m.rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test=m.rpn_pre_nms_top_n_test,
@@ -209,7 +212,7 @@ def run(cfg, eval_only: bool = False) -> dict:
     train_loader = build_loader(train_set, cfg.batch_size, cfg.data.num_workers, dist.rank, dist.world_size,
                                 cfg.seed, pin_memory=dist.device.type == "cuda", collate_fn=collate)
     optimizer = build_adamw(model, cfg.optim.lr, cfg.optim.weight_decay, betas=cfg.optim.betas,
-                            layer_decay=cfg.optim.layer_decay, num_layers=cfg.model.depth)
+                            layer_decay=cfg.optim.layer_decay, num_layers=model.backbone.net.depth)
     n_steps = steps_per_epoch(len(train_loader), 1)
     total = cfg.epochs * n_steps
     schedule = warmup_step(cfg.optim.lr, total, cfg.optim.warmup_iters, cfg.optim.milestones, cfg.optim.gamma,

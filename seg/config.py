@@ -10,8 +10,10 @@ from crossmae.config import Check, Divergence
 
 @dataclass
 class SegModel:
-    # keyword arguments of crossmae.models.dense_vit.seg_backbone: size (small|base|large|huge) + overrides
-    backbone: Dict[str, Any] = field(default_factory=lambda: {"size": "base", "use_cls_token": True})
+    family: str = "vit"  # the backbone: vit | hiera (crossmae.models.hiera.DenseHiera, UperNet on its stages)
+    # vit: keyword arguments of crossmae.models.dense_vit.seg_backbone: size (small|base|large|huge) + overrides;
+    # hiera: of DenseHiera: size (tiny|small|base|base_plus|large, or auto = the pretrained checkpoint's) + overrides
+    backbone: Dict[str, Any] = field(default_factory=lambda: {"size": "base"})  # merged with the YAML's
     num_classes: int = 150
     channels: int = 768  # UPerHead width (768 for ViT-B in mmseg's MAE config)
     aux_channels: int = 256

@@ -1,12 +1,16 @@
-"""UperNet on a plain ViT: backbone -> :class:`~seg.neck.Feature2Pyramid` -> UPerHead (+ FCN auxiliary head).
+"""UperNet: backbone -> neck -> UPerHead (+ FCN auxiliary head).
 
+The backbone is any :class:`crossmae.models.dense.DenseBackbone` (``model.family``): the plain ViT
+(:class:`crossmae.models.dense_vit.DenseViT`, several maps at one stride) gets
+:class:`~seg.neck.Feature2Pyramid` to rescale them into a pyramid; Hiera
+(:class:`crossmae.models.hiera.DenseHiera`) already gives one (its stages), so there is no neck.
 Module names (``backbone``, ``neck``, ``decode_head``, ``auxiliary_head``) are mmseg's
-``EncoderDecoder`` names; the backbone is the shared :class:`crossmae.models.dense_vit.DenseViT`
-(timm key names, renamed only on export).
+``EncoderDecoder`` names; the backbone keeps the encoder's (timm) key names, renamed only on export.
 """
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
@@ -14,7 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from crossmae.engine.checkpoint import CheckpointError, encoder_state, load_checkpoint, model_state
-from crossmae.models.dense_vit import DenseViT, seg_backbone
+from crossmae.models.dense import FAMILIES, DenseBackbone, is_multiscale
+from crossmae.models.dense_vit import seg_backbone
+from crossmae.models.hiera import DenseHiera
+from crossmae.models.transfer import hiera_backbone_args
 
 from .heads import FCNHead, UPerHead
 from .neck import Feature2Pyramid
@@ -24,7 +31,7 @@ logger = logging.getLogger("crossmae")
 
 
 class UperNet(nn.Module):
-    def __init__(self, backbone: DenseViT, neck: Feature2Pyramid, decode_head: UPerHead,
+    def __init__(self, backbone: DenseBackbone, neck: Feature2Pyramid | None, decode_head: UPerHead,
                  auxiliary_head: FCNHead | None = None, aux_weight: float = 0.4, ignore_index: int = IGNORE_INDEX,
                  avg_non_ignore: bool = False):
         super().__init__()
@@ -38,14 +45,23 @@ class UperNet(nn.Module):
         self.num_classes = decode_head.conv_seg.out_channels
 
     @property
+    def feature_strides(self) -> list[float]:
+        """Stride of each map the heads read (after the neck)."""
+        if self.neck is None:
+            return list(self.backbone.out_strides)
+        return self.neck.strides(self.backbone.out_strides[-1])
+
+    @property
     def size_divisor(self) -> int:
-        """Inputs must be multiples of this (patch size x the coarsest neck downsampling)."""
-        return int(round(self.backbone.patch_size / min(self.neck.rescales)))
+        """Inputs must be multiples of this: of the backbone's divisor and of the coarsest map's stride."""
+        return math.lcm(self.backbone.size_divisor, int(round(max(self.feature_strides))))
 
     def forward(self, img: torch.Tensor, with_aux: bool = False):
-        """img [B, 3, H, W] -> logits [B, num_classes, H, W] (bilinear from the head's stride-p/4 output);
+        """img [B, 3, H, W] -> logits [B, num_classes, H, W] (bilinear from the head's finest-map output);
         with_aux: (logits, aux_logits), both at the heads' own resolution (for the loss)."""
-        feats = self.neck(self.backbone(img))
+        feats = self.backbone(img)
+        if self.neck is not None:
+            feats = self.neck(feats)
         logits = self.decode_head(feats)
         if with_aux:
             aux = self.auxiliary_head(feats) if self.auxiliary_head is not None else None
@@ -86,24 +102,43 @@ def seg_loss(model: nn.Module, img: torch.Tensor, label: torch.Tensor) -> tuple[
     return loss, metrics
 
 
+def backbone_args(family: str, spec: dict[str, Any], pretrained: str = "") -> dict[str, Any]:
+    """``model.backbone`` resolved for ``model.family``: the ViT's as it is; a Hiera's with ``size: auto``
+    read from the ``pretrained`` checkpoint (crossmae.models.transfer.hiera_backbone_args)."""
+    if family not in FAMILIES:
+        raise ValueError(f"model.family must be one of {FAMILIES}, got {family!r}")
+    if family == "vit":
+        return dict(spec)
+    ckpt_config = load_checkpoint(pretrained).get("config") if spec.get("size") == "auto" and pretrained else None
+    return hiera_backbone_args(spec, ckpt_config, field="model.backbone")
+
+
 def build_upernet(backbone: dict[str, Any], num_classes: int = 150, channels: int = 768, aux_channels: int = 256,
                   aux_weight: float = 0.4, aux_in_index: int = 2, dropout: float = 0.1, pool_scales=(1, 2, 3, 6),
-                  neck_rescales=(4, 2, 1, 0.5), avg_non_ignore: bool = False) -> UperNet:
-    """``backbone``: keyword arguments of :func:`crossmae.models.dense_vit.seg_backbone` (``size`` plus overrides)."""
+                  neck_rescales=(4, 2, 1, 0.5), avg_non_ignore: bool = False, family: str = "vit") -> UperNet:
+    """``backbone``: keyword arguments of :func:`crossmae.models.dense_vit.seg_backbone` (``size`` plus
+    overrides) for family 'vit'; of :class:`crossmae.models.hiera.DenseHiera` for 'hiera' (resolved:
+    :func:`backbone_args`). A single-stride backbone gets the rescaling neck, a multi-stride one none."""
     kwargs = dict(backbone)
-    size = kwargs.pop("size", "base")
     try:
-        vit = seg_backbone(size, **kwargs)
+        if family == "hiera":
+            net = DenseHiera(**kwargs)
+        else:
+            net = seg_backbone(kwargs.pop("size", "base"), **kwargs)
     except TypeError as e:
         raise ValueError(f"model.backbone: {e}") from e
-    if len(vit.out_indices) != len(neck_rescales):
-        raise ValueError(f"model.backbone.out_indices {vit.out_indices} must give one map per neck rescale "
-                         f"{list(neck_rescales)}")
-    neck = Feature2Pyramid(vit.embed_dim, neck_rescales)
-    in_ch = vit.out_channels
+    neck = None
+    if not is_multiscale(net):
+        if len(net.out_channels) != len(neck_rescales):
+            raise ValueError(f"model.backbone.out_indices {net.out_indices} must give one map per neck rescale "
+                             f"{list(neck_rescales)}")
+        neck = Feature2Pyramid(net.out_channels[-1], neck_rescales)
+    in_ch = net.out_channels
+    if not 0 <= aux_in_index < len(in_ch):
+        raise ValueError(f"model.aux_in_index {aux_in_index} is not one of the backbone's {len(in_ch)} maps")
     head = UPerHead(in_ch, channels, num_classes, tuple(pool_scales), dropout)
     aux = FCNHead(in_ch[aux_in_index], aux_channels, num_classes, aux_in_index, 1, dropout) if aux_weight > 0 else None
-    return UperNet(vit, neck, head, aux, aux_weight, avg_non_ignore=avg_non_ignore)
+    return UperNet(net, neck, head, aux, aux_weight, avg_non_ignore=avg_non_ignore)
 
 
 def load_pretrained_encoder(model: UperNet, path: str) -> tuple[list[str], list[str]]:
@@ -114,8 +149,9 @@ def load_pretrained_encoder(model: UperNet, path: str) -> tuple[list[str], list[
     try:
         missing, unexpected = model.backbone.load_pretrained(state)
     except CheckpointError as e:  # name the file and the config fields that decide the backbone's shapes
+        fields = "stages" if isinstance(model.backbone, DenseHiera) else "depth"
         raise CheckpointError(f"pretrained={path} does not fit the backbone of model.backbone (size, embed_dim, "
-                              f"depth, ...): {e}") from e
+                              f"{fields}, ...): {e}") from e
     logger.info("loaded the encoder of %s: %d tensors; new (initialised here): %d %s; unused: %s", path,
                 len(state) - len(unexpected), len(missing), _summarize_keys(missing), unexpected)
     return missing, unexpected

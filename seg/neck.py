@@ -48,6 +48,6 @@ class Feature2Pyramid(nn.Module):
                              f"got {len(feats)}")
         return [getattr(self, op)(x) for op, x in zip(self.ops, feats)]
 
-    def strides(self, patch_size: int) -> list[float]:
-        """Output stride of each level for a backbone of this patch size."""
-        return [patch_size / r for r in self.rescales]
+    def strides(self, in_stride: int) -> list[float]:
+        """Output stride of each level for backbone maps of this stride (the ViT's patch size)."""
+        return [in_stride / r for r in self.rescales]

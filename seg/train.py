@@ -33,7 +33,7 @@ from .config import SegConfig
 from .data import ADE20KDataset, eval_loader, train_loader
 from .inference import inference
 from .metrics import SegMetric
-from .model import build_upernet, convert_sync_bn, load_pretrained_encoder, seg_loss
+from .model import backbone_args, build_upernet, convert_sync_bn, load_pretrained_encoder, seg_loss
 from .optim import build_seg_optimizer, mmseg_warmup_poly
 from .synthetic import CLASS_NAMES as SYNTHETIC_CLASSES, make_synthetic_ade20k
 from .transforms import TestTransform, TrainTransform
@@ -66,8 +66,9 @@ def resolve_data_root(cfg, out_dir: Path, is_main: bool) -> tuple[Path, list[str
 
 def build_model(cfg):
     m = cfg.model
+    m.backbone = backbone_args(m.family, m.backbone, cfg.pretrained)  # resolved: the saved config rebuilds it
     return build_upernet(dict(m.backbone), m.num_classes, m.channels, m.aux_channels, m.aux_weight, m.aux_in_index,
-                         m.dropout, tuple(m.pool_scales), tuple(m.neck_rescales), m.avg_non_ignore)
+                         m.dropout, tuple(m.pool_scales), tuple(m.neck_rescales), m.avg_non_ignore, m.family)
 
 
 class Evaluator:

@@ -37,6 +37,13 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_hiera_checkpoint(tmp_path_factory):
+    """A randomly initialised tiny CrossMAE-Hiera checkpoint (tests/tiny.py TINY_CROSSMAE_HIERA)."""
+    from tiny import save_tiny_hiera_checkpoint
+    return save_tiny_hiera_checkpoint(tmp_path_factory.mktemp("tiny_hiera_ckpt") / "checkpoint.pth")
+
+
+@pytest.fixture(scope="session")
 def pretrained_demo_run(tmp_path_factory):
     """Run directory of a short demo pretraining (bundled photos, ~1 minute on 2 cores):
     checkpoint.pth, results.json, train_log.jsonl, epoch_log.jsonl, demo_data/{train,val}/<photo>/*.png."""

@@ -17,6 +17,26 @@ def tiny_model(**overrides):
     return build_model(kwargs.pop("name"), **kwargs)
 
 
+# a tiny CrossMAE-Hiera as `crossmae pretrain` records it (factory name + overrides): 32 px, 3x3/2 patch conv
+# (16 x 16 tokens), mask units of 4 x 4 tokens (8 px), stages 1-2-1 of width 16-32-64
+TINY_CROSSMAE_HIERA = dict(name="crossmae_hiera_tiny_224", img_size=32, embed_dim=16, num_heads=1, stages=[1, 2, 1],
+                           q_pool=1, mask_unit_size=4, mask_unit_attn=[True, False, False], patch_kernel=3,
+                           patch_stride=2, patch_padding=1, decoder_embed_dim=32, decoder_depth=2,
+                           decoder_num_heads=2)
+
+
+def save_tiny_hiera_checkpoint(path: Path, seed: int = 0, **overrides) -> Path:
+    """A randomly initialised tiny CrossMAE-Hiera in the toolkit's checkpoint format."""
+    import torch
+    from crossmae.engine import save_checkpoint
+    torch.manual_seed(seed)
+    config = {**TINY_CROSSMAE_HIERA, **overrides}
+    from crossmae.models import build_model
+    model = build_model(**config)
+    save_checkpoint({"model": model.state_dict(), "epoch": 0, "config": {"model": config}}, path)
+    return path
+
+
 def free_port() -> int:
     import socket
     with socket.socket() as s:

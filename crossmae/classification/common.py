@@ -13,8 +13,7 @@ from ..engine.checkpoint import load_checkpoint, load_model_state, model_state
 from ..engine.logging import write_json
 from .data import check_classes, check_same_classes, dataset_name, imagefolder_dataset, resolve_demo
 from .evaluate import build_eval_loader, evaluate
-from ..models.naming import describe_arch
-from .model import ARCH_FIELDS, build_classifier, load_encoder, resolve_arch
+from .model import ARCH_FIELDS, build_classifier, describe, load_encoder, resolve_arch
 
 logger = logging.getLogger("crossmae")
 
@@ -104,9 +103,9 @@ def write_results(cfg, task: str, out_dir: Path, metrics: dict, pretrained: str,
     # a random-init control has no pretraining checkpoint, whatever architecture it borrowed
     summary = {"task": task, "dataset": dataset_name(cfg.data), "checkpoint": "" if cfg.random_init else pretrained,
                "random_init": bool(cfg.random_init), "metrics": metrics, "config": to_dict(cfg), **extra}
-    arch = {k: getattr(cfg.model, k, None) for k in ARCH_FIELDS}  # resolved by create_model
-    if all(v is not None for v in arch.values()):
-        summary["model_description"] = describe_arch(**arch)
+    arch = {k: getattr(cfg.model, k, None) for k in (*ARCH_FIELDS, "family", "hiera")}  # resolved by create_model
+    if arch["family"] == "hiera" or all(arch[k] is not None for k in ARCH_FIELDS):
+        summary["model_description"] = describe(arch)
     if is_main:
         write_json(out_dir / "results.json", summary)
     return summary

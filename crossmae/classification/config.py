@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 from ..config import Check, Divergence
 
@@ -18,9 +18,12 @@ class ClsModel:
     mlp_ratio: Optional[float] = None
     global_pool: str = "avg"  # avg (mean of patch tokens + fc_norm) | token (cls token after the final norm)
     drop_path_rate: float = 0.1
+    family: str = "vit"  # vit | hiera: set from the checkpoint by arch=auto (a CrossMAE-Hiera / MAE-Hiera)
+    hiera: Dict[str, Any] = field(default_factory=dict)  # family hiera: the encoder's arguments (from the checkpoint)
 
     # value ranges beyond crossmae.config.CHECKS (checked by load_config)
-    checks: ClassVar[dict] = {"arch": Check(choices=("auto", "small", "base", "large", "huge"))}
+    checks: ClassVar[dict] = {"arch": Check(choices=("auto", "small", "base", "large", "huge")),
+                              "family": Check(choices=("vit", "hiera"))}
 
 
 @dataclass

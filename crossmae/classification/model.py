@@ -1,10 +1,14 @@
-"""The classifier: timm's VisionTransformer with the pretrained encoder's weights.
+"""The classifier: timm's VisionTransformer (or Hiera, :class:`HieraClassifier`) with the pretrained encoder's weights.
 
 Our encoder keeps timm's parameter names, so a CrossMAE/MAE checkpoint's encoder loads into
 ``VisionTransformer(global_pool='avg', fc_norm=True)`` with only ``fc_norm`` and ``head`` missing
 (MAE's fine-tuning model). With ``global_pool='token'`` the cls token goes through the encoder's
 final ``norm``; a CrossMAE encoder trained with inter-block attention has none, so that norm starts
 fresh (identity) and the log says so.
+
+A CrossMAE-Hiera / MAE-Hiera checkpoint (``model.arch: auto``) gives :class:`HieraClassifier`: the Hiera
+encoder (timm names, pooling between every two stages as timm's classifiers), the mean of the last stage's
+tokens, ``fc_norm`` and ``head``; Hiera has no cls token, so only ``global_pool: avg``.
 """
 from __future__ import annotations
 
@@ -14,16 +18,20 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import resample_abs_pos_embed, trunc_normal_
+from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 
 from ..engine.checkpoint import CheckpointError, encoder_state
 from ..models import SIZES
+from ..models.hiera import HieraEncoder, hiera_arch_name
+from ..models.naming import describe_arch
+from ..models.transfer import hiera_arch, load_encoder_weights, resize_pos_embed  # noqa: F401 (re-exported)
 
 logger = logging.getLogger("crossmae")
 
 ARCH_FIELDS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
 POOLS = ("avg", "token")
+FRESH = ("head.", "fc_norm.", "norm.")  # the classifier's own parts: never in a pretraining encoder's weights
 
 
 def _size_of(name: str) -> str | None:
@@ -37,6 +45,11 @@ def arch_from_checkpoint(ckpt: dict) -> dict[str, Any]:
     official release's ``args`` (``args.model`` like 'mae_vit_base_patch16', ``args.input_size``)."""
     cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    if model.get("family") == "hiera" and model.get("hiera"):  # our fine-tuning config of a Hiera
+        return _hiera(dict(model["hiera"], img_size=model.get("img_size") or model["hiera"].get("img_size", 224)))
+    hiera = hiera_arch(model)  # a CrossMAE-Hiera / MAE-Hiera pretraining config
+    if hiera is not None:
+        return _hiera(hiera)
     if "name" in model:
         size = _size_of(model["name"])
         if size is None:
@@ -57,6 +70,14 @@ def arch_from_checkpoint(ckpt: dict) -> dict[str, Any]:
                           "set model.arch to small/base/large/huge")
 
 
+def _hiera(encoder: dict[str, Any]) -> dict[str, Any]:
+    """A Hiera classifier's architecture in ClsModel's fields: family, img_size, hiera (the other encoder
+    arguments), depth (blocks, for layer decay)."""
+    encoder = dict(encoder)
+    return {"family": "hiera", "img_size": encoder.pop("img_size"), "hiera": encoder,
+            "depth": sum(encoder["stages"])}
+
+
 def resolve_arch(model_cfg, ckpt: dict | None) -> dict[str, Any]:
     """``model.arch`` (a size, or 'auto' = the checkpoint's) with the explicit fields on top.
     ``img_size`` left empty means the checkpoint's pretraining resolution."""
@@ -70,74 +91,82 @@ def resolve_arch(model_cfg, ckpt: dict | None) -> dict[str, Any]:
         arch = {"img_size": 224, "mlp_ratio": 4.0, **{k: v for k, v in SIZES[arch_name].items() if k in ARCH_FIELDS}}
     else:
         raise ValueError(f"model.arch must be auto or one of {sorted(SIZES)}, got {arch_name!r}")
+    if arch.get("family") == "hiera":  # of the explicit fields only the resolution applies to Hiera
+        arch["img_size"] = getattr(model_cfg, "img_size", None) or arch["img_size"]
+        return arch
     for k in ARCH_FIELDS:
         if getattr(model_cfg, k, None) is not None:
             arch[k] = getattr(model_cfg, k)
-    return arch
+    return {**arch, "family": "vit"}
 
 
-def build_classifier(num_classes: int, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
-                     mlp_ratio: float = 4.0, global_pool: str = "avg", drop_path_rate: float = 0.0) -> VisionTransformer:
+def describe(arch: dict[str, Any]) -> str:
+    """The resolved architecture in words: 'ViT-B/16', 'Hiera 32w/1-3-1 32px'."""
+    if arch.get("family") == "hiera":
+        enc = arch["hiera"]  # HieraEncoder's defaults where the config leaves a field out
+        name = hiera_arch_name(enc.get("embed_dim", 96), enc.get("num_heads", 1), enc.get("stages", (2, 3, 16, 3)))
+        return name if int(arch["img_size"]) == 224 else f"{name} {int(arch['img_size'])}px"
+    return describe_arch(**{k: arch[k] for k in ARCH_FIELDS})
+
+
+class HieraClassifier(HieraEncoder):
+    """Hiera + mean of the last stage's tokens + ``fc_norm`` + linear ``head`` (timm's Hiera head: mean, norm,
+    fc). The encoder's parameter names are the pretraining checkpoint's, as for the ViT classifier."""
+
+    def __init__(self, num_classes: int, img_size: int, drop_path_rate: float = 0.0, q_pool: int | None = None,
+                 **encoder_kwargs):
+        stages = encoder_kwargs.get("stages", (2, 3, 16, 3))
+        super().__init__(img_size=img_size, drop_path_rate=drop_path_rate,
+                         q_pool=len(stages) - 1 if q_pool is None else q_pool, **encoder_kwargs)
+        self.fc_norm = nn.LayerNorm(self.embed_dim, eps=1e-6)
+        self.head = nn.Linear(self.embed_dim, num_classes)
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        self.check_input(imgs)
+        return self.head(self.fc_norm(self.pooled_features(imgs)))
+
+
+def build_classifier(num_classes: int, img_size: int, patch_size: int | None = None, embed_dim: int | None = None,
+                     depth: int | None = None, num_heads: int | None = None, mlp_ratio: float | None = 4.0,
+                     global_pool: str = "avg", drop_path_rate: float = 0.0, family: str = "vit",
+                     hiera: dict[str, Any] | None = None) -> nn.Module:
     """MAE's fine-tuning ViT: 'avg' = mean of patch tokens + fc_norm (no final norm), 'token' = cls token
-    after the final norm."""
+    after the final norm. family 'hiera': :class:`HieraClassifier` of the ``hiera`` encoder arguments."""
     if global_pool not in POOLS:
         raise ValueError(f"model.global_pool must be one of {POOLS}, got {global_pool!r}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if family == "hiera":
+        if global_pool != "avg":
+            raise ValueError("model.global_pool=token: Hiera has no cls token; use model.global_pool=avg")
+        return HieraClassifier(num_classes, img_size, drop_path_rate, **(hiera or {}))
     return VisionTransformer(img_size=img_size, patch_size=patch_size, num_classes=num_classes,
                              global_pool=global_pool, fc_norm=global_pool == "avg", embed_dim=embed_dim, depth=depth,
                              num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path_rate=drop_path_rate)
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], num_prefix_tokens: int = 1) -> torch.Tensor:
-    """[1, prefix + h*w, D] -> [1, prefix + H*W, D], bicubic on the patch part (e.g. 224 -> 448 px).
-
-    Plain bicubic without antialiasing, as MAE's ``interpolate_pos_embed`` (timm's default antialias=True
-    would change the 448 px table by up to 0.05 on the sin-cos table)."""
-    n = pos_embed.shape[1] - num_prefix_tokens
-    side = int(round(n ** 0.5))
-    if side * side != n:
-        raise CheckpointError(f"pos_embed has {n} patch positions, not a square grid")
-    if (side, side) == tuple(new_grid):
-        return pos_embed
-    logger.info("resizing position embeddings from %dx%d to %dx%d", side, side, *new_grid)
-    return resample_abs_pos_embed(pos_embed, list(new_grid), [side, side], interpolation="bicubic", antialias=False,
-                                  num_prefix_tokens=num_prefix_tokens)
-
-
 def load_encoder(model: VisionTransformer, state: dict[str, torch.Tensor], source: str = "<checkpoint>") -> list[str]:
-    """Load the encoder part of a pretraining state dict into ``model``; returns the keys left at
-    their fresh initialisation. Only ``head``, ``fc_norm`` and (for cls pooling of an encoder with no
-    final norm) ``norm`` may be missing; any other missing key, extra key or shape is an error."""
-    enc = encoder_state(state)
-    if "pos_embed" in enc:
-        enc["pos_embed"] = resize_pos_embed(enc["pos_embed"], model.patch_embed.grid_size, model.num_prefix_tokens)
-    if isinstance(model.norm, nn.Identity):  # avg pooling: fc_norm replaces the final norm, as in MAE
-        dropped = [k for k in enc if k.startswith("norm.")]
-        for k in dropped:
-            del enc[k]
-        if dropped:
-            logger.info("average pooling: the encoder's final norm is replaced by a fresh fc_norm")
-    own = model.state_dict()
-    unexpected = sorted(k for k in enc if k not in own)
-    bad_shape = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                 for k, v in enc.items() if k in own and own[k].shape != v.shape]
-    missing = sorted(k for k in own if k not in enc)
-    allowed = ("head.", "fc_norm.", "norm.")
-    bad_missing = [k for k in missing if not k.startswith(allowed)]
-    if unexpected or bad_shape or bad_missing:
-        raise CheckpointError(
-            f"{source} does not match the classifier's encoder (check model.arch / patch_size / embed_dim / "
-            f"depth / num_heads): " + "; ".join(
-                part for part in (f"unexpected keys {unexpected[:6]}" if unexpected else "",
-                                  f"shape mismatch {bad_shape[:4]}" if bad_shape else "",
-                                  f"missing keys {bad_missing[:6]}" if bad_missing else "") if part))
-    model.load_state_dict(enc, strict=False)
-    if any(k.startswith("norm.") for k in missing):
+    """Load the encoder part of a pretraining state dict into ``model`` (crossmae.models.transfer: pos_embed
+    resized to the model's grid); returns the keys left at their fresh initialisation. Only ``head``,
+    ``fc_norm`` and (for cls pooling of an encoder with no final norm) ``norm`` may be missing; any other
+    missing key, extra key or shape is an error."""
+    hiera = isinstance(model, HieraClassifier)
+    avg_pool = hiera or isinstance(model.norm, nn.Identity)  # fc_norm replaces the final norm, as in MAE
+    try:
+        loaded = load_encoder_weights(model, encoder_state(state), is_new=lambda k: k.startswith(FRESH),
+                                      unused=("norm.weight", "norm.bias") if avg_pool else (),
+                                      pos_grid=(model.token_grid,) * 2 if hiera else model.patch_embed.grid_size,
+                                      num_prefix_tokens=0 if hiera else model.num_prefix_tokens)
+    except CheckpointError as e:
+        raise CheckpointError(f"{source} does not match the classifier's encoder (check model.arch / patch_size / "
+                              f"embed_dim / depth / num_heads): {e}") from e
+    if loaded.unexpected:
+        logger.info("average pooling: the encoder's final norm is replaced by a fresh fc_norm")
+    if any(k.startswith("norm.") for k in loaded.missing):
         logger.warning("%s has no final encoder norm (CrossMAE with inter-block attention): the cls-token path "
                        "uses a freshly initialised norm", source)
-    logger.info("loaded encoder from %s; fresh: %s", source, missing)
-    return missing
+    logger.info("loaded encoder from %s; fresh: %s", source, loaded.missing)
+    return loaded.missing
 
 
 def init_head(model: VisionTransformer, std: float) -> None:

@@ -24,7 +24,6 @@ passed as a float ``attn_mask``, so it stays on the fused (memory-efficient) ker
 """
 from __future__ import annotations
 
-import logging
 import re
 from typing import Sequence
 
@@ -34,14 +33,12 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from timm.layers import PatchEmbed, trunc_normal_
 
-from ..engine.checkpoint import CheckpointError
 from .blocks import Block, SelfAttention, attend
 from .encoder import LayerNorm
-from .rel_pos import (_pair, decomposed_rel_pos_bias, grid_from_length, num_relative_distances,
-                      relative_position_index, resize_abs_pos, resize_bias_table, window_padding_mask,
-                      window_partition, window_unpartition)
-
-log = logging.getLogger(__name__)
+from .rel_pos import (_pair, decomposed_rel_pos_bias, num_relative_distances, relative_position_index,
+                      resize_abs_pos, resize_bias_table, window_padding_mask, window_partition, window_unpartition)
+from .sizes import VIT_SIZES, vit_encoder  # noqa: F401 (VIT_SIZES: the recipes of older callers)
+from .transfer import load_encoder_weights
 
 REL_POS_KINDS = ("none", "decomposed", "bias_table")
 # parameters a pretraining encoder never has: load_pretrained reports them as missing, never as an error
@@ -227,6 +224,7 @@ class DenseViT(nn.Module):
         self.out_norms = nn.ModuleList([LayerNorm(embed_dim) for _ in self.out_indices]) if out_norm else None
         self.init_weights()
 
+    # the dense-backbone contract (crossmae.models.dense.DenseBackbone): one map per out index, all at the patch stride
     @property
     def out_channels(self) -> list[int]:
         return [self.embed_dim] * len(self.out_indices)
@@ -234,6 +232,10 @@ class DenseViT(nn.Module):
     @property
     def out_strides(self) -> list[int]:
         return [self.patch_size] * len(self.out_indices)
+
+    @property
+    def size_divisor(self) -> int:
+        return self.patch_size
 
     def init_weights(self) -> None:
         """ViTDet's: trunc-normal(0.02) linears and position/cls tokens, zero biases, unit norms;
@@ -290,66 +292,20 @@ class DenseViT(nn.Module):
     # ------------------------------------------------------------------ pretrained weights
     def load_pretrained(self, state: dict[str, torch.Tensor], resize_patch_embed: bool = False
                         ) -> tuple[list[str], list[str]]:
-        """Load a pretraining encoder's weights (``encoder_state(model_state(load_checkpoint(p)))``).
-
-        ``pos_embed`` is resized from the checkpoint's (square) grid to this model's
-        ``pos_grid``. With ``resize_patch_embed`` a patch projection of another kernel size
-        is resampled (timm's FlexiViT pseudo-inverse; ViTDet-H loads the p14 MAE-H into p16).
-        Returns (missing, unexpected): missing are only the new parts (relative positions,
-        layer scales, output norms); unexpected only encoder keys this backbone does not use
-        (cls_token without use_cls_token, the encoder's final norm, pos_embed without
-        use_abs_pos). Anything else — a missing or foreign key, a shape mismatch — raises
-        CheckpointError naming the keys.
-        """
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        own = self.state_dict()
-        unexpected = sorted(k for k in state if k not in own)
-        foreign = [k for k in unexpected if k not in IGNORABLE_KEYS]
-        if foreign:
-            raise CheckpointError(
-                f"{len(foreign)} keys are not in the backbone: {foreign[:8]}. Pass the encoder part only "
-                f"(crossmae.engine.checkpoint.encoder_state), in timm key names.")
-        missing = sorted(k for k in own if k not in state)
-        absent = [k for k in missing if not NEW_PARAM_PATTERN.search(k)]
-        if absent:
-            raise CheckpointError(f"pretrained state lacks {len(absent)} backbone keys: {absent[:8]}")
-
-        load = {k: v for k, v in state.items() if k in own}
-        if "pos_embed" in load:
-            pe = load["pos_embed"]
-            if pe.ndim != 3 or pe.shape[-1] != self.embed_dim:
-                raise CheckpointError(f"pos_embed: checkpoint shape {list(pe.shape)}, "
-                                      f"backbone {list(own['pos_embed'].shape)}")
-            try:
-                src_grid = grid_from_length(pe.shape[1] - 1, "checkpoint pos_embed (with a cls slot)")
-            except ValueError as e:
-                raise CheckpointError(str(e)) from e
-            if src_grid != self.pos_grid:
-                log.info("resizing pos_embed from %s to %s", src_grid, self.pos_grid)
-            load["pos_embed"] = resize_abs_pos(pe, src_grid, self.pos_grid)
-        w_key = "patch_embed.proj.weight"
-        if resize_patch_embed and load[w_key].shape[-2:] != own[w_key].shape[-2:] \
-                and load[w_key].shape[:2] == own[w_key].shape[:2]:
-            from timm.layers import resample_patch_embed
-            log.info("resampling the patch projection from %s to %s", tuple(load[w_key].shape[-2:]),
-                     tuple(own[w_key].shape[-2:]))
-            load[w_key] = resample_patch_embed(load[w_key].float(), list(own[w_key].shape[-2:])).to(load[w_key].dtype)
-        wrong = [f"{k}: checkpoint {list(v.shape)} vs backbone {list(own[k].shape)}"
-                 for k, v in load.items() if v.shape != own[k].shape]
-        if wrong:
-            hint = " (patch size differs: pass resize_patch_embed=True)" if any(w_key in w for w in wrong) else ""
-            raise CheckpointError(f"shape mismatch for {len(wrong)} keys{hint}: " + "; ".join(wrong[:8]))
-        self.load_state_dict(load, strict=False)
-        return missing, unexpected
+        """Load a pretraining encoder's weights (``encoder_state(model_state(load_checkpoint(p)))``) through
+        :func:`crossmae.models.transfer.encoder_weights`: ``pos_embed`` resized from the checkpoint's square
+        grid to ``pos_grid``; with ``resize_patch_embed`` a patch projection of another kernel size is
+        resampled (ViTDet-H loads the p14 MAE-H into p16). Returns (missing, unexpected): missing are only
+        the new parts (relative positions, layer scales, output norms); unexpected only encoder keys this
+        backbone does not use (cls_token without use_cls_token, the encoder's final norm, pos_embed without
+        use_abs_pos). Anything else raises CheckpointError naming the keys."""
+        loaded = load_encoder_weights(self, state, is_new=lambda k: bool(NEW_PARAM_PATTERN.search(k)),
+                                      unused=IGNORABLE_KEYS, pos_grid=self.pos_grid,
+                                      resize_patch_embed=resize_patch_embed)
+        return loaded.missing, loaded.unexpected
 
 
 # ---------------------------------------------------------------------- per-size recipes
-VIT_SIZES = {
-    "small": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
-    "base": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
-    "large": dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16),
-    "huge": dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16),
-}
 # ViTDet drop path per size; ViT-H runs at patch 16 there (the p14 MAE-H projection resampled to 16)
 VITDET_DROP_PATH = {"small": 0.1, "base": 0.1, "large": 0.4, "huge": 0.5}
 
@@ -369,9 +325,7 @@ def vitdet_backbone(size: str = "base", **overrides) -> DenseViT:
     """ViTDet's backbone for a size (ViT-B/L/H): 1024 input, 224 pretraining grid, window 14,
     four global blocks, decomposed rel-pos, drop path 0.1/0.4/0.5, the last block's map.
     Keyword arguments override (e.g. a tiny test model: embed_dim=64, depth=4, ...)."""
-    if size not in VIT_SIZES:
-        raise ValueError(f"unknown ViT size {size!r}; available: {', '.join(VIT_SIZES)}")
-    kwargs = dict(VIT_SIZES[size], patch_size=16, img_size=1024, pretrain_img_size=224, window_size=14,
+    kwargs = dict(vit_encoder(size), patch_size=16, img_size=1024, pretrain_img_size=224, window_size=14,
                   rel_pos="decomposed", use_abs_pos=True, drop_path_rate=VITDET_DROP_PATH[size], out_indices=(-1,))
     kwargs.update(overrides)
     kwargs.setdefault("global_attn_indexes", vitdet_global_indexes(kwargs["depth"]))
@@ -383,9 +337,7 @@ def seg_backbone(size: str = "base", **overrides) -> DenseViT:
     the cls token in the sequence, global attention, relative position bias table (with its 3 cls
     entries), layer scale 1.0, drop path 0.1, features of blocks 3, 5, 7, 11 (B; scaled for
     other depths). Keyword arguments override."""
-    if size not in VIT_SIZES:
-        raise ValueError(f"unknown ViT size {size!r}; available: {', '.join(VIT_SIZES)}")
-    kwargs = dict(VIT_SIZES[size], img_size=512, window_size=0, rel_pos="bias_table", layer_scale_init=1.0,
+    kwargs = dict(vit_encoder(size), img_size=512, window_size=0, rel_pos="bias_table", layer_scale_init=1.0,
                   use_abs_pos=True, use_cls_token=True, drop_path_rate=0.1)
     kwargs.update(overrides)
     kwargs.setdefault("pretrain_img_size", kwargs["img_size"])

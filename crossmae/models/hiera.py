@@ -30,6 +30,7 @@ from timm.models.hiera import HieraBlock
 
 from ..masking import Masks, check_ratios
 from .pos_embed import sincos_2d
+from .rel_pos import resize_abs_pos
 from .sizes import HIERA_LETTERS, HIERA_SIZES
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # Hiera's MAE models and timm's Hiera both use eps 1e-6
@@ -241,6 +242,67 @@ class HieraEncoder(nn.Module):
                              f"got {list(imgs.shape)}")
 
 
+class DenseHiera(HieraEncoder):
+    """Hiera as a det / seg backbone (the contract of :mod:`crossmae.models.dense`): every stage's map
+    [N, C_s, H / s, W / s] of an unmasked image of any size that is a multiple of one mask unit.
+
+    ``pos_embed`` stays on the grid of ``img_size`` (the pretraining one, so a checkpoint's table loads as
+    it is) and is bicubically resized to the input's token grid every forward, as ViTDet does. ``q_pool``
+    defaults to one pool between every two stages (strides 4, 8, 16, 32 at Hiera's patch stride 4: a
+    pyramid); the MAE recipe's q_pool 2 leaves the last two stages at one stride. Pooling has no
+    parameters, so the pretrained weights are the same either way."""
+
+    def __init__(self, q_pool: int | None = None, **encoder_kwargs):
+        stages = encoder_kwargs.get("stages", (2, 3, 16, 3))
+        super().__init__(q_pool=len(stages) - 1 if q_pool is None else q_pool, **encoder_kwargs)
+        self.out_channels = list(self.stage_dims)
+        self.out_strides = [info["reduction"] for info in self.feature_info]
+        self.size_divisor = self.patch_embed.proj.stride[0] * self.mask_unit_size
+        self.depth = len(self.blocks)
+
+    def forward(self, imgs: torch.Tensor) -> list[torch.Tensor]:
+        d = self.size_divisor
+        if imgs.ndim != 4 or imgs.shape[1] != self.in_chans or imgs.shape[2] % d or imgs.shape[3] % d:
+            raise ValueError(f"expected images [N, {self.in_chans}, H, W] with H and W multiples of a mask unit "
+                             f"({d} px), got {list(imgs.shape)}")
+        x = self.patch_embed(imgs)
+        n, h, w, c = x.shape
+        x = x + resize_abs_pos(self.pos_embed, (self.token_grid,) * 2, (h, w), num_prefix=0).view(1, h, w, c)
+        x = unroll(x, self.mask_unit_size, self.q_stride, self.q_pool)
+        unit_grid = (h // self.mask_unit_size, w // self.mask_unit_size)
+        maps = []
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if i in self.stage_ends:
+                maps.append(units_to_image(self.to_units(x, i), unit_grid).permute(0, 3, 1, 2))
+        return maps
+
+    def describe(self) -> str:
+        """'Hiera-B (50.8M)': the architecture and its parameters (the pretraining resolution when not 224)."""
+        size = self.patch_embed.img_size[0]
+        name = hiera_arch_name(self.blocks[0].dim, self.blocks[0].attn.heads, self.stages)
+        return f"{name}{'' if size == 224 else f' {size}px'} ({sum(p.numel() for p in self.parameters()) / 1e6:.1f}M)"
+
+    def load_pretrained(self, state: dict[str, torch.Tensor], resize_patch_embed: bool = False
+                        ) -> tuple[list[str], list[str]]:
+        """Load a pretraining encoder (``encoder_state(model_state(ckpt))`` of a CrossMAE-Hiera / MAE-Hiera:
+        ``patch_embed``, ``pos_embed``, ``blocks``) through :func:`crossmae.models.transfer.encoder_weights`:
+        ``pos_embed`` resized to this model's grid; the encoder's final ``norm`` (CrossMAE-Hiera without
+        inter-block attention) unused. Returns (missing, unexpected); anything else raises naming the keys."""
+        from .transfer import load_encoder_weights  # names the engine's CheckpointError: not at import time
+        loaded = load_encoder_weights(self, state, unused=("norm.weight", "norm.bias"),
+                                      pos_grid=(self.token_grid, self.token_grid), num_prefix_tokens=0,
+                                      resize_patch_embed=resize_patch_embed)
+        return loaded.missing, loaded.unexpected
+
+
+def hiera_arch_name(embed_dim: int, num_heads: int, stages: Sequence[int]) -> str:
+    """'Hiera-B' for a size of HIERA_SIZES (first width, first heads, blocks per stage), else 'Hiera 32w/1-3-1'."""
+    size = next((k for k, v in HIERA_SIZES.items() if v["embed_dim"] == embed_dim and v["num_heads"] == num_heads
+                 and tuple(v["stages"]) == tuple(stages)), None)
+    return f"Hiera-{HIERA_LETTERS[size]}" if size else f"Hiera {embed_dim}w/{'-'.join(map(str, stages))}"
+
+
 def init_pos_embed(pos_embed: nn.Parameter, how: str, grid: int) -> None:
     """The learned position table's start: "trunc_normal" (std 0.02, Hiera's) or "sincos" (MAE's fixed 2-D
     sin-cos values, still learned): docs/hiera.md measures the toy size stalling without positions."""
@@ -303,10 +365,8 @@ class MaskedHieraPretrainer(HieraEncoder):
     def describe(self) -> str:
         """'Hiera 32w/1-3-1/p8 32px (0.4M)': first width, blocks per stage, prediction patch, resolution."""
         n = sum(p.numel() for p in self.parameters())
-        size = next((k for k, v in HIERA_SIZES.items() if v["embed_dim"] == self.blocks[0].dim
-                     and tuple(v["stages"]) == self.stages and v["num_heads"] == self.blocks[0].attn.heads), None)
-        arch = (f"Hiera-{HIERA_LETTERS[size]}" if size else
-                f"Hiera {self.blocks[0].dim}w/{'-'.join(map(str, self.stages))}") + f"/p{self.patch_size}"
+        name = hiera_arch_name(self.blocks[0].dim, self.blocks[0].attn.heads, self.stages)
+        arch = f"{name}/p{self.patch_size}"
         if self.patch_embed.img_size[0] != 224:
             arch += f" {self.patch_embed.img_size[0]}px"
         return f"{arch} ({n / 1e6:.1f}M) mask {self.mask_ratio:g}"
