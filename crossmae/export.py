@@ -90,7 +90,9 @@ def timm_usage(spec: dict) -> str:
 def save_timm(encoder, out: Path, global_pool: str | None = None, results: dict | None = None,
               source: str | None = None) -> dict:
     """Write ``model.safetensors`` (timm layout), ``timm.json`` and ``README.md`` into ``out``."""
-    from .hub import model_card, save_safetensors, write_text
+    from .files import write_text
+    from .hub import model_card
+    from .models.hub_mixin import save_safetensors
     pool = global_pool or ("token" if encoder.norm is not None else "avg")
     weights = out / "model.safetensors"
     save_safetensors(timm_state(encoder, pool), weights, metadata={"format": "pt"})
@@ -104,7 +106,8 @@ def save_timm(encoder, out: Path, global_pool: str | None = None, results: dict 
 def save_hub(model, out: Path, results: dict | None = None, source: str | None = None) -> None:
     """Write ``model.safetensors``, ``config.json`` and ``README.md`` (what ``from_pretrained`` reads) into
     ``out``; unlike huggingface_hub's ``save_pretrained``, an existing model card is replaced too."""
-    from .hub import model_card, write_text
+    from .files import write_text
+    from .hub import model_card
     model._save_pretrained(out)
     write_text(out / "README.md", str(model_card(model, results, source)))
 
@@ -116,7 +119,7 @@ def written_files(mode: str) -> tuple[str, ...]:
 
 def _is_ours(path: Path) -> bool:
     """Whether ``path`` is a config.json / timm.json an export wrote (a user's file of that name is kept)."""
-    from .hub import FORMAT
+    from .models.hub_mixin import FORMAT
     from .userfiles import parse_json
     try:
         data = parse_json(path.read_text())
