@@ -16,13 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import CheckpointError
 from ..files import atomic_write
 
 FORMAT = "crossmae-toolkit/1"
-
-
-class CheckpointError(ValueError):
-    pass
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from timm.layers import PatchEmbed, trunc_normal_
 
-from ..engine.checkpoint import CheckpointError
+from ..errors import CheckpointError
 from .blocks import Block, SelfAttention, attend
 from .encoder import LayerNorm
 from .rel_pos import (_pair, decomposed_rel_pos_bias, grid_from_length, num_relative_distances,
