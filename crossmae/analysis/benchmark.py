@@ -15,10 +15,10 @@ import torch
 import torch.nn as nn
 
 from ..engine.loop import autocast, resolve_precision
+from ..models.sizes import VIT_SIZES, vit_model_name
 from .flops import build_on, flops_table, model_flops, param_counts
 
-SIZES = {"small": "vit_small_patch16", "base": "vit_base_patch16", "large": "vit_large_patch16",
-         "huge": "vit_huge_patch14"}
+SIZES = tuple(VIT_SIZES)  # what tools/ offer as --sizes
 
 # dense bf16 tensor-core peaks (TFLOP/s, no sparsity), matched against torch.cuda.get_device_name()
 # in this order (first match wins); --peak-tflops overrides
@@ -44,7 +44,7 @@ class BenchConfig:
     pred_ratio: float | None = None
 
     def model_name(self, size: str) -> str:
-        return f"{self.decoder}_{SIZES[size]}"
+        return vit_model_name(self.decoder, size)
 
     def kwargs(self, img_size: int) -> dict:
         kw = {"decoder_depth": self.decoder_depth, "img_size": img_size}

@@ -19,13 +19,14 @@ from typing import Any
 
 import yaml
 
+from ..models.sizes import VIT_LETTERS, VIT_SIZES, vit_encoder, vit_size_in_name
 from ..userfiles import parse_json, parse_yaml
 from .tables import csv_table, fmt, latex_table, markdown_table
 
 logger = logging.getLogger("crossmae")
 
 REFERENCE_FILE = Path(__file__).with_name("reference_numbers.yaml")
-SIZE_NAMES = ("small", "base", "large", "huge")
+SIZE_NAMES = tuple(VIT_SIZES)
 LOG_FILES = ("epoch_log.jsonl", "train_log.jsonl")
 
 
@@ -97,7 +98,7 @@ class Row:
     def size_label(self) -> str:
         if self.size == "custom" and self.arch:
             return self.arch
-        return f"ViT-{self.size[0].upper()}" if self.size in SIZE_NAMES else (self.size or "?")
+        return f"ViT-{VIT_LETTERS[self.size]}" if self.size in SIZE_NAMES else (self.size or "?")
 
 
 # ------------------------------------------------------------------ reading
@@ -207,25 +208,22 @@ def read_model_kwargs(run_dir: Path) -> tuple[dict, Problem | None]:
 def _size(model_name: str, kwargs: dict) -> tuple[str | None, int]:
     """(size, resolution): the ViT size in the factory name, or "custom" when config.yaml overrides its
     architecture (then no published number applies)."""
-    from ..models import SIZES
-    m = re.search(r"vit_(small|base|large|huge)", model_name or "")
-    if not m:
+    size = vit_size_in_name(model_name)
+    if size is None:
         return None, int(kwargs.get("img_size", 224))
-    size = m.group(1)
-    arch = {k: kwargs[k] for k in ("patch_size", "embed_dim", "depth", "num_heads") if k in kwargs}
-    custom = any(SIZES[size][k] != v for k, v in arch.items())
+    standard = vit_encoder(size)
+    custom = any(standard[k] != kwargs[k] for k in standard if k in kwargs)
     return ("custom" if custom else size), int(kwargs.get("img_size", 224))
 
 
 def _custom_arch(model_name: str, kwargs: dict) -> str | None:
     """The honest architecture name of a factory + overrides (see crossmae.models.naming)."""
-    from ..models import SIZES
     from ..models.naming import describe_arch
-    m = re.search(r"vit_(small|base|large|huge)", model_name or "")
-    if not m:
+    size = vit_size_in_name(model_name)
+    if size is None:
         return None
     fields = ("embed_dim", "depth", "num_heads", "patch_size", "img_size", "mlp_ratio")
-    arch = {"img_size": 224, "mlp_ratio": 4.0, **{k: v for k, v in SIZES[m.group(1)].items() if k in fields}}
+    arch = {"img_size": 224, "mlp_ratio": 4.0, **vit_encoder(size)}
     try:
         return describe_arch(**{**arch, **{k: kwargs[k] for k in fields if k in kwargs}})
     except (TypeError, ValueError):

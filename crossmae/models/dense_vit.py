@@ -40,6 +40,7 @@ from .encoder import LayerNorm
 from .rel_pos import (_pair, decomposed_rel_pos_bias, grid_from_length, num_relative_distances,
                       relative_position_index, resize_abs_pos, resize_bias_table, window_padding_mask,
                       window_partition, window_unpartition)
+from .sizes import vit_encoder
 
 log = logging.getLogger(__name__)
 
@@ -343,13 +344,7 @@ class DenseViT(nn.Module):
         return missing, unexpected
 
 
-# ---------------------------------------------------------------------- per-size recipes
-VIT_SIZES = {
-    "small": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
-    "base": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
-    "large": dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16),
-    "huge": dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16),
-}
+# ---------------------------------------------------------------------- per-size recipes (sizes: .sizes)
 # ViTDet drop path per size; ViT-H runs at patch 16 there (the p14 MAE-H projection resampled to 16)
 VITDET_DROP_PATH = {"small": 0.1, "base": 0.1, "large": 0.4, "huge": 0.5}
 
@@ -369,9 +364,7 @@ def vitdet_backbone(size: str = "base", **overrides) -> DenseViT:
     """ViTDet's backbone for a size (ViT-B/L/H): 1024 input, 224 pretraining grid, window 14,
     four global blocks, decomposed rel-pos, drop path 0.1/0.4/0.5, the last block's map.
     Keyword arguments override (e.g. a tiny test model: embed_dim=64, depth=4, ...)."""
-    if size not in VIT_SIZES:
-        raise ValueError(f"unknown ViT size {size!r}; available: {', '.join(VIT_SIZES)}")
-    kwargs = dict(VIT_SIZES[size], patch_size=16, img_size=1024, pretrain_img_size=224, window_size=14,
+    kwargs = dict(vit_encoder(size), patch_size=16, img_size=1024, pretrain_img_size=224, window_size=14,
                   rel_pos="decomposed", use_abs_pos=True, drop_path_rate=VITDET_DROP_PATH[size], out_indices=(-1,))
     kwargs.update(overrides)
     kwargs.setdefault("global_attn_indexes", vitdet_global_indexes(kwargs["depth"]))
@@ -383,9 +376,7 @@ def seg_backbone(size: str = "base", **overrides) -> DenseViT:
     the cls token in the sequence, global attention, relative position bias table (with its 3 cls
     entries), layer scale 1.0, drop path 0.1, features of blocks 3, 5, 7, 11 (B; scaled for
     other depths). Keyword arguments override."""
-    if size not in VIT_SIZES:
-        raise ValueError(f"unknown ViT size {size!r}; available: {', '.join(VIT_SIZES)}")
-    kwargs = dict(VIT_SIZES[size], img_size=512, window_size=0, rel_pos="bias_table", layer_scale_init=1.0,
+    kwargs = dict(vit_encoder(size), img_size=512, window_size=0, rel_pos="bias_table", layer_scale_init=1.0,
                   use_abs_pos=True, use_cls_token=True, drop_path_rate=0.1)
     kwargs.update(overrides)
     kwargs.setdefault("pretrain_img_size", kwargs["img_size"])

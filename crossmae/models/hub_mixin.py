@@ -17,7 +17,7 @@ from typing import Any
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
 from ..files import atomic_write, write_text
-from .sizes import ENCODER_FIELDS, VIT_SIZES
+from .sizes import ENCODER_FIELDS, VIT_SIZES, vit_model_name
 
 FORMAT = "crossmae-hub/1"
 CONFIG_NAME = "config.json"
@@ -50,10 +50,10 @@ def factory_name(model) -> str | None:
     prefix = "crossmae" if isinstance(model, CrossMAE) else "mae"
     arch = arch_of(model)
     for size, d in VIT_SIZES.items():
-        name = f"{prefix}_vit_{size}_patch{d['patch_size']}"
+        name = vit_model_name(prefix, size)
         if all(arch[k] == d[k] for k in (*ENCODER_FIELDS, "patch_size")) and name in MODELS:
             return name
-    return f"{prefix}_vit_base_patch{VIT_SIZES['base']['patch_size']}"
+    return vit_model_name(prefix, "base")
 
 
 def hub_config(model) -> dict[str, Any]:
