@@ -1,7 +1,7 @@
 """Checkpoints: atomic save (:mod:`crossmae.files`), safe load (no code execution), encoder extraction.
 
 Format: a dict with ``model`` (state dict) and, for resumable runs, ``optimizer``,
-``scaler``, ``epoch`` (epochs completed), ``step``, ``rng``, ``config``, ``format``.
+``scaler``, ``epoch`` (epochs completed), ``step``, ``config``, ``format``.
 Files in the official CrossMAE/MAE release format (``{"model", "optimizer", "epoch",
 "scaler", "args"}``) load too: their ``args`` namespace is allow-listed, nothing else.
 """
@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import CheckpointError
@@ -227,20 +225,3 @@ def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if "patch_embed.proj.weight" not in out or not any(k.startswith("blocks.") for k in out):
         raise CheckpointError("state dict has no ViT encoder (patch_embed.proj.weight, blocks.*)")
     return out
-
-
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-             "python_pos": random.getstate()[2], "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-             "numpy_pos": int(np.random.get_state()[2])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), state["python_pos"]))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
