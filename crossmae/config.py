@@ -246,7 +246,7 @@ def to_dict(cfg: DictConfig) -> dict:
 def save_config(cfg: DictConfig, path: str | Path) -> None:
     """Written atomically: a kill or a full disk mid-write leaves the previous config.yaml (or none),
     never a truncated one."""
-    from .engine.checkpoint import atomic_write
+    from .files import atomic_write
     text = OmegaConf.to_yaml(cfg)
     atomic_write(path, lambda f: f.write(text), binary=False)
 

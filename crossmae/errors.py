@@ -39,3 +39,8 @@ class WorkerSafe:
     def __init__(self, message: object = "", **fields):
         super().__init__(original_message(str(message), type(self)))
         self.__dict__.update(fields)
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be used as asked (unreadable, foreign, of another architecture): raised by
+    the checkpoint readers of the engine and by the models' own loaders, so it lives below both."""

@@ -13,7 +13,7 @@ The first two write ``config.json`` + ``model.safetensors`` + ``README.md`` (a m
 metrics of the run's results.json) that ``CrossMAE.from_pretrained`` / ``MaskedViTEncoder.from_pretrained``
 read. ``--timm`` writes the encoder in timm's VisionTransformer layout plus ``timm.json``, the arguments of::
 
-    timm.create_model("vit_base_patch16_224", pretrained=True, **kwargs,
+    timm.create_model(model_name, pretrained=True, **kwargs,  # model_name: e.g. ViT-B/16's at 224 px
                       pretrained_cfg_overlay=dict(file="hub/run-timm/model.safetensors", num_classes=0, ...))
 """
 from __future__ import annotations
@@ -26,8 +26,6 @@ from typing import Any
 
 logger = logging.getLogger("crossmae")
 
-TIMM_NAMES = {"small": "vit_small_patch16_224", "base": "vit_base_patch16_224", "large": "vit_large_patch16_224",
-              "huge": "vit_huge_patch14_224"}
 OUR_FILES = ("config.json", "model.safetensors", "README.md", "timm.json")
 TIMM_SPEC_KEYS = {"model_name", "kwargs", "pretrained_cfg_overlay"}  # what makes a timm.json one of ours
 
@@ -58,15 +56,16 @@ def timm_state(encoder, global_pool: str) -> dict:
 
 def timm_spec(encoder, global_pool: str, file: str) -> dict[str, Any]:
     """The ``timm.create_model`` call that rebuilds the encoder: a registered ViT name (the encoder's size,
-    or vit_base_patch16_224 as a template whose architecture the kwargs replace) + kwargs + the overlay that
+    or ViT-B's as a template whose architecture the kwargs replace) + kwargs + the overlay that
     points at the file, drops the classifier (num_classes=0: the load is strict) and sets our
     preprocessing (ImageNet mean/std, the pretraining resolution)."""
     from .data import IMAGENET_MEAN, IMAGENET_STD
-    from .models import SIZES
     from .models.naming import arch_of
+    from .models.sizes import VIT_SIZES, timm_vit_name, vit_size_of
     a = arch_of(encoder)
-    size = next((s for s, d in SIZES.items()
-                 if all(a[k] == d[k] for k in ("embed_dim", "depth", "num_heads", "patch_size"))), None)
+    size = vit_size_of(a["embed_dim"], a["depth"], a["num_heads"])
+    if size is not None and VIT_SIZES[size]["patch_size"] != a["patch_size"]:
+        size = None  # timm's registered names fix the patch too
     kwargs: dict[str, Any] = {"global_pool": global_pool}
     if size is None or a["mlp_ratio"] != 4.0:
         kwargs.update(embed_dim=a["embed_dim"], depth=a["depth"], num_heads=a["num_heads"],
@@ -76,7 +75,7 @@ def timm_spec(encoder, global_pool: str, file: str) -> dict[str, Any]:
     overlay = {"file": file, "num_classes": 0, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                "input_size": [encoder.in_chans, a["img_size"], a["img_size"]], "crop_pct": 0.875,
                "interpolation": "bicubic"}
-    return {"model_name": TIMM_NAMES[size] if size else "vit_base_patch16_224", "kwargs": kwargs,
+    return {"model_name": timm_vit_name(size or "base"), "kwargs": kwargs,
             "pretrained_cfg_overlay": overlay}
 
 
@@ -90,7 +89,9 @@ def timm_usage(spec: dict) -> str:
 def save_timm(encoder, out: Path, global_pool: str | None = None, results: dict | None = None,
               source: str | None = None) -> dict:
     """Write ``model.safetensors`` (timm layout), ``timm.json`` and ``README.md`` into ``out``."""
-    from .hub import model_card, save_safetensors, write_text
+    from .files import write_text
+    from .hub import model_card
+    from .models.hub_mixin import save_safetensors
     pool = global_pool or ("token" if encoder.norm is not None else "avg")
     weights = out / "model.safetensors"
     save_safetensors(timm_state(encoder, pool), weights, metadata={"format": "pt"})
@@ -104,7 +105,8 @@ def save_timm(encoder, out: Path, global_pool: str | None = None, results: dict 
 def save_hub(model, out: Path, results: dict | None = None, source: str | None = None) -> None:
     """Write ``model.safetensors``, ``config.json`` and ``README.md`` (what ``from_pretrained`` reads) into
     ``out``; unlike huggingface_hub's ``save_pretrained``, an existing model card is replaced too."""
-    from .hub import model_card, write_text
+    from .files import write_text
+    from .hub import model_card
     model._save_pretrained(out)
     write_text(out / "README.md", str(model_card(model, results, source)))
 
@@ -116,7 +118,7 @@ def written_files(mode: str) -> tuple[str, ...]:
 
 def _is_ours(path: Path) -> bool:
     """Whether ``path`` is a config.json / timm.json an export wrote (a user's file of that name is kept)."""
-    from .hub import FORMAT
+    from .models.hub_mixin import FORMAT
     from .userfiles import parse_json
     try:
         data = parse_json(path.read_text())

@@ -1,6 +1,7 @@
 """Hugging Face Hub and safetensors for the pretraining models (CrossMAE, MAE) and their encoders.
 
-The models inherit :class:`HubMixin`, huggingface_hub's ``PyTorchModelHubMixin`` with our formats::
+The models inherit :class:`crossmae.models.hub_mixin.HubMixin`, huggingface_hub's ``PyTorchModelHubMixin`` with
+our formats; this module is its I/O (downloads, release files, model cards)::
 
     model.save_pretrained("dir")                # config.json + model.safetensors + README.md (model card)
     model.push_to_hub("org/name")
@@ -13,26 +14,21 @@ constructor argument, so the model is rebuilt exactly (and loaded strictly). A r
 ``config.json`` but with one release checkpoint (``checkpoint-*.pth`` in the official CrossMAE/MAE format
 ``{"model", "optimizer", "epoch", "scaler", "args"}``, or one of ours) loads through the release-format mapping
 of :mod:`crossmae.analysis.loading`; with several, ``filename=`` picks one.
-
-Nothing here imports the models at module level: ``crossmae.models.encoder`` imports this module.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
+from huggingface_hub import ModelCard, ModelCardData
 
-from .engine.checkpoint import CheckpointError, check_floating
+from .engine.checkpoint import CheckpointError, check_floating, encoder_state
+from .models import build_model
+from .models.encoder import MaskedViTEncoder
+from .models.hub_mixin import CONFIG_NAME, FORMAT, TAGS, WEIGHTS_NAME, HubError, hub_config
+from .models.naming import arch_of, describe_model
 
-FORMAT = "crossmae-hub/1"
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
-TAGS = ["crossmae", "masked-autoencoder", "self-supervised-learning", "vision-transformer",
-        "image-feature-extraction"]
 PAPER = "https://openreview.net/forum?id=JT2KMuo2BV"
 CITATION = """@article{fu2025rethinking,
   title   = {Rethinking Patch Dependence for Masked Autoencoders},
@@ -43,53 +39,13 @@ CITATION = """@article{fu2025rethinking,
 }"""
 
 
-class HubError(ValueError):
-    """A Hub operation that cannot be done (offline, nothing to load, ambiguous repo): a user error."""
-
-
 def offline() -> bool:
     from huggingface_hub import constants
     return bool(constants.HF_HUB_OFFLINE)
 
 
-# ------------------------------------------------------------------ config.json
-def constructor_kwargs(model) -> dict[str, Any]:
-    """Every constructor argument the model was built with (recorded by the mixin at construction)."""
-    import inspect
-    kwargs = dict(getattr(model, "_hub_mixin_config", None) or {})
-    params = [p for p in inspect.signature(type(model).__init__).parameters if p != "self"]
-    missing = [p for p in params if p not in kwargs]
-    if missing:
-        raise HubError(f"{type(model).__name__} does not record its constructor arguments {missing}")
-    return {p: kwargs[p] for p in params}
-
-
-def factory_name(model) -> str | None:
-    """The registered factory of the model's class and encoder size; every constructor argument is stored
-    beside it, so for a custom architecture it names only the defaults that ``kwargs`` override."""
-    from .models import MODELS, SIZES, CrossMAE
-    from .models.naming import arch_of
-    if not hasattr(model, "decoder_blocks"):
-        return None  # an encoder: rebuilt from its class
-    prefix = "crossmae" if isinstance(model, CrossMAE) else "mae"
-    arch = arch_of(model)
-    for size, d in SIZES.items():
-        name = f"{prefix}_vit_{size}_patch{d['patch_size']}"
-        if all(arch[k] == d[k] for k in ("embed_dim", "depth", "num_heads", "patch_size")) and name in MODELS:
-            return name
-    return f"{prefix}_vit_base_patch16"
-
-
-def hub_config(model) -> dict[str, Any]:
-    from .models.naming import describe_model
-    return {"format": FORMAT, "class": type(model).__name__, "name": factory_name(model),
-            "kwargs": constructor_kwargs(model), "description": describe_model(model)}
-
-
 def build_from_config(config: dict, source: str = "<config>"):
     """config.json -> a freshly initialised model of exactly that architecture."""
-    from .models import build_model
-    from .models.encoder import MaskedViTEncoder
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{source} is not a crossmae-toolkit config (expected format {FORMAT!r})")
     kwargs = dict(config.get("kwargs") or {})
@@ -100,31 +56,9 @@ def build_from_config(config: dict, source: str = "<config>"):
     return build_model(config["name"], **kwargs)
 
 
-# ------------------------------------------------------------------ writing
-def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str]) -> None:
-    """A .safetensors file written through :func:`~crossmae.engine.checkpoint.atomic_write`: a kill
-    mid-write leaves the previous file, and the file gets the mode every other file gets (0666 less the
-    umask; safetensors' own ``save_file`` writes 0600, through a private temporary file)."""
-    from safetensors.torch import save
-
-    from .engine.checkpoint import atomic_write
-    data = save(tensors, metadata=metadata)
-    atomic_write(path, lambda f: f.write(data))
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """A UTF-8 text file (config.json, a model card) written whole, as :func:`save_safetensors`."""
-    from .engine.checkpoint import atomic_write
-    data = text.encode("utf-8")
-    atomic_write(path, lambda f: f.write(data))
-
-
 # ------------------------------------------------------------------ encoders
 def encoder_of(model):
     """The encoder of a CrossMAE / MAE as a stand-alone :class:`MaskedViTEncoder` (same weights, timm names)."""
-    from .engine.checkpoint import encoder_state
-    from .models.encoder import MaskedViTEncoder
-    from .models.naming import arch_of
     if type(model) is MaskedViTEncoder:
         return model
     a = arch_of(model)
@@ -244,12 +178,10 @@ def _load_ours(model_id: str, config: dict, hub: dict):
 
 
 def _as_wanted(model, want: type | None, model_id: str):
-    from .models.encoder import MaskedViTEncoder
     if want is None or type(model) is want:
         return model
     if want is MaskedViTEncoder:
         return encoder_of(model)
-    from .models.naming import describe_model
     raise HubError(f"{model_id} holds a {type(model).__name__} ({describe_model(model)}), not a {want.__name__}: "
                    f"load it with {type(model).__name__}.from_pretrained or crossmae.hub.load")
 
@@ -259,7 +191,6 @@ def model_card(model, results: dict | None = None, source: str | None = None, us
     """README.md of a saved model: what it is, its full architecture, the pretraining recipe and metrics of
     ``results`` (a pretraining results.json) when given, how to load it (``usage``: Python code; default
     ``from_pretrained``), and the paper to cite."""
-    from .models.naming import describe_model
     config = hub_config(model)
     data = ModelCardData(library_name="crossmae", tags=sorted(set(TAGS)), pipeline_tag="image-feature-extraction")
     kind = {"CrossMAE": "A CrossMAE (cross-attention decoder) pretrained with masked-patch reconstruction",
@@ -298,39 +229,3 @@ def model_card(model, results: dict | None = None, source: str | None = None, us
     lines += ["", "## Use", "", "```python", usage, "```", "", usage_note, "", "## Citation", "", "```bibtex",
               CITATION, "```", ""]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-
-
-# ------------------------------------------------------------------ the mixin
-class HubMixin(PyTorchModelHubMixin, library_name="crossmae", tags=TAGS):
-    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` in our formats (see the module doc)."""
-
-    def _save_pretrained(self, save_directory: Path) -> None:
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_safetensors(state, Path(save_directory) / WEIGHTS_NAME, metadata={"format": "pt", "crossmae": FORMAT})
-        write_text(Path(save_directory) / CONFIG_NAME, json.dumps(hub_config(self), indent=2) + "\n")
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, force_download: bool = False,
-                        token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
-                        local_files_only: bool = False, revision: str | None = None, map_location: str = "cpu",
-                        filename: str | None = None, **ignored):
-        """A Hub repo id or a local directory -> this class's model, in eval mode (see :func:`load`).
-
-        Replaces the mixin's version, which needs a config.json: offline it fails on release repos,
-        which have none."""
-        return load(pretrained_model_name_or_path, want=cls, filename=filename, map_location=map_location,
-                    revision=revision, cache_dir=cache_dir, force_download=force_download,
-                    local_files_only=local_files_only, token=token)
-
-    @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
-                         local_files_only=False, token=None, map_location: str = "cpu", filename: str | None = None,
-                         **ignored):
-        # ``ignored``: what older mixins pass on (proxies, resume_download, strict)
-        return cls.from_pretrained(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                                   local_files_only=local_files_only, token=token, map_location=map_location,
-                                   filename=filename)
-
-    def generate_model_card(self, *args, results: dict | None = None, source: str | None = None,
-                            **kwargs) -> ModelCard:
-        return model_card(self, results, source)

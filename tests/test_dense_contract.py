@@ -9,7 +9,7 @@ import torch
 
 from crossmae.engine import CheckpointError, encoder_state, load_checkpoint, model_state
 from crossmae.models.dense import DenseBackbone, is_multiscale
-from crossmae.models.dense_vit import seg_backbone, vitdet_backbone
+from crossmae.models.dense_vit import DenseViT, seg_backbone
 from crossmae.models.hiera import DenseHiera, HieraEncoder
 from crossmae.models.transfer import encoder_weights, hiera_arch, hiera_backbone_args, resize_pos_embed
 from tiny import TINY_CROSSMAE_HIERA
@@ -24,7 +24,8 @@ def backbones():
     torch.manual_seed(0)
     return {
         # (backbone, channels, strides, input divisor) by hand
-        "vitdet": (vitdet_backbone("small", window_size=4, global_attn_indexes=(1, 3), **VIT), [32], [4], 4),
+        "vitdet": (DenseViT(window_size=4, global_attn_indexes=(1, 3), rel_pos="decomposed", out_indices=(-1,), **VIT),
+                   [32], [4], 4),
         "seg_vit": (seg_backbone("small", out_indices=(0, 1, 2, 3), **VIT), [32] * 4, [4] * 4, 4),
         # one pool between every two stages: strides 2, 4, 8; the input a multiple of one 8 px unit
         "hiera": (DenseHiera(**HIERA), [16, 32, 64], [2, 4, 8], 8),

@@ -7,8 +7,7 @@ import torch.nn as nn
 
 from crossmae.engine.checkpoint import CheckpointError, encoder_state, load_checkpoint, model_state
 from crossmae.engine.optim import param_groups, vit_layer_id
-from crossmae.models.dense_vit import (DenseViT, RelPosAttention, seg_backbone, seg_out_indices, vitdet_backbone,
-                                       vitdet_global_indexes)
+from crossmae.models.dense_vit import DenseViT, RelPosAttention, seg_backbone, seg_out_indices, vitdet_global_indexes
 from crossmae.models.rel_pos import (decomposed_rel_pos_bias, get_rel_pos, relative_position_index,
                                      resize_abs_pos, resize_bias_table, resize_rel_pos, window_padding_mask,
                                      window_partition, window_unpartition)
@@ -18,8 +17,9 @@ TINY = dict(embed_dim=64, depth=4, num_heads=4, patch_size=4)
 
 
 def tiny_vitdet(**kw):
-    return vitdet_backbone("base", **{**TINY, "img_size": 64, "pretrain_img_size": 32, "window_size": 4,
-                                      "global_attn_indexes": (1, 3), **kw})
+    """ViTDet's settings (window attention with a few global blocks, decomposed rel-pos, the last block's map)."""
+    return DenseViT(**{**TINY, "img_size": 64, "pretrain_img_size": 32, "window_size": 4, "global_attn_indexes": (1, 3),
+                       "rel_pos": "decomposed", "use_abs_pos": True, "drop_path_rate": 0.1, "out_indices": (-1,), **kw})
 
 
 def tiny_seg(**kw):
@@ -242,7 +242,9 @@ def test_drop_path_schedule_and_recipes():
     assert vitdet_global_indexes(32) == (7, 15, 23, 31)
     assert seg_out_indices(12) == (3, 5, 7, 11) and seg_out_indices(24) == (7, 11, 15, 23)
     with torch.device("meta"):  # full-size recipes without allocating them
-        b = vitdet_backbone("base")
+        b = DenseViT(img_size=1024, pretrain_img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
+                     window_size=14, global_attn_indexes=vitdet_global_indexes(12), rel_pos="decomposed",
+                     drop_path_rate=0.1)  # ViTDet-B (detectron2's projects/ViTDet)
         assert b.out_indices == (11,) and b.blocks[-1].drop_path.drop_prob == pytest.approx(0.1)
         assert [i for i, blk in enumerate(b.blocks) if blk.window_size == 0] == [2, 5, 8, 11]
         assert b.blocks[0].attn.rel_pos_h.shape == (27, 64) and b.blocks[2].attn.rel_pos_h.shape == (127, 64)

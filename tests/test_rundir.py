@@ -181,7 +181,7 @@ def test_stale_temporary_checkpoints_are_removed_when_a_run_starts(tmp_path, cap
 
 
 def test_stale_temporary_files_of_every_atomic_write_are_removed(tmp_path):
-    from crossmae.engine.checkpoint import atomic_write
+    from crossmae.files import atomic_write
     dead = _dead_pid()
     stale = [tmp_path / f".{name}.{dead}.0badc0de.tmp" for name in ("config.yaml", "results.json", "train_log.jsonl")]
     for p in stale:

@@ -15,7 +15,7 @@ def _plt():
 
 def _save(fig, path: str | Path, dpi: int = 110) -> Path:
     """Written whole via a rename (atomic_write): a kill mid-write leaves the previous file, not half a PNG."""
-    from ..engine.checkpoint import atomic_write
+    from ..files import atomic_write
     path = Path(path)
     try:
         atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=dpi,

@@ -5,11 +5,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional
 
 from ..config import Check, Divergence
+from ..models.sizes import VIT_SIZES
 
 
 @dataclass
 class ClsModel:
-    arch: str = "auto"  # small | base | large | huge, or auto: the architecture recorded in `pretrained`
+    arch: str = "auto"  # a ViT size (crossmae.models.sizes), or auto: the architecture recorded in `pretrained`
     img_size: Optional[int] = None  # input resolution; None = the checkpoint's (224 for a named size)
     patch_size: Optional[int] = None  # these four override the size's values
     embed_dim: Optional[int] = None
@@ -22,7 +23,7 @@ class ClsModel:
     hiera: Dict[str, Any] = field(default_factory=dict)  # family hiera: the encoder's arguments (from the checkpoint)
 
     # value ranges beyond crossmae.config.CHECKS (checked by load_config)
-    checks: ClassVar[dict] = {"arch": Check(choices=("auto", "small", "base", "large", "huge")),
+    checks: ClassVar[dict] = {"arch": Check(choices=("auto", *VIT_SIZES)),
                               "family": Check(choices=("vit", "hiera"))}
 
 

@@ -13,7 +13,6 @@ tokens, ``fc_norm`` and ``head``; Hiera has no cls token, so only ``global_pool:
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import torch
@@ -22,9 +21,9 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 
 from ..engine.checkpoint import CheckpointError, encoder_state
-from ..models import SIZES
 from ..models.hiera import HieraEncoder, hiera_arch_name
 from ..models.naming import describe_arch
+from ..models.sizes import VIT_SIZES, vit_encoder, vit_size_in_name
 from ..models.transfer import hiera_arch, load_encoder_weights, resize_pos_embed  # noqa: F401 (re-exported)
 
 logger = logging.getLogger("crossmae")
@@ -34,9 +33,12 @@ POOLS = ("avg", "token")
 FRESH = ("head.", "fc_norm.", "norm.")  # the classifier's own parts: never in a pretraining encoder's weights
 
 
-def _size_of(name: str) -> str | None:
-    m = re.search(r"vit_(small|base|large|huge)", name or "")
-    return m.group(1) if m else None
+_SIZE_LIST = "/".join(VIT_SIZES)
+
+
+def _size_arch(size: str) -> dict[str, Any]:
+    """A ViT size's architecture at MAE's defaults (224 px, mlp ratio 4)."""
+    return {"img_size": 224, "mlp_ratio": 4.0, **vit_encoder(size)}
 
 
 def arch_from_checkpoint(ckpt: dict) -> dict[str, Any]:
@@ -51,23 +53,22 @@ def arch_from_checkpoint(ckpt: dict) -> dict[str, Any]:
     if hiera is not None:
         return _hiera(hiera)
     if "name" in model:
-        size = _size_of(model["name"])
+        size = vit_size_in_name(model["name"])
         if size is None:
             raise CheckpointError(f"checkpoint model {model['name']!r} is not a ViT size we know")
-        base = {"img_size": 224, "mlp_ratio": 4.0, **{k: v for k, v in SIZES[size].items() if k in ARCH_FIELDS}}
-        return {**base, **{k: model[k] for k in ARCH_FIELDS if model.get(k) is not None}}
+        return {**_size_arch(size), **{k: model[k] for k in ARCH_FIELDS if model.get(k) is not None}}
     if all(model.get(k) is not None for k in ARCH_FIELDS):
         return {k: model[k] for k in ARCH_FIELDS}
     args = ckpt.get("args")
     name = getattr(args, "model", None) if args is not None else None
-    size = _size_of(name) if name else None
+    size = vit_size_in_name(name) if name else None
     if size is not None:
-        arch = {"img_size": 224, "mlp_ratio": 4.0, **{k: v for k, v in SIZES[size].items() if k in ARCH_FIELDS}}
+        arch = _size_arch(size)
         if getattr(args, "input_size", None):
             arch["img_size"] = int(args.input_size)
         return arch
     raise CheckpointError("the checkpoint does not record its architecture (no config.model, no args.model): "
-                          "set model.arch to small/base/large/huge")
+                          f"set model.arch to {_SIZE_LIST}")
 
 
 def _hiera(encoder: dict[str, Any]) -> dict[str, Any]:
@@ -85,12 +86,12 @@ def resolve_arch(model_cfg, ckpt: dict | None) -> dict[str, Any]:
     if arch_name == "auto":
         if ckpt is None:
             raise ValueError("model.arch=auto reads the architecture from the pretrained checkpoint, but no "
-                             "checkpoint was given: set pretrained=<path> or model.arch=small/base/large/huge")
+                             f"checkpoint was given: set pretrained=<path> or model.arch={_SIZE_LIST}")
         arch = arch_from_checkpoint(ckpt)
-    elif arch_name in SIZES:
-        arch = {"img_size": 224, "mlp_ratio": 4.0, **{k: v for k, v in SIZES[arch_name].items() if k in ARCH_FIELDS}}
+    elif arch_name in VIT_SIZES:
+        arch = _size_arch(arch_name)
     else:
-        raise ValueError(f"model.arch must be auto or one of {sorted(SIZES)}, got {arch_name!r}")
+        raise ValueError(f"model.arch must be auto or one of {sorted(VIT_SIZES)}, got {arch_name!r}")
     if arch.get("family") == "hiera":  # of the explicit fields only the resolution applies to Hiera
         arch["img_size"] = getattr(model_cfg, "img_size", None) or arch["img_size"]
         return arch

@@ -1,107 +1,27 @@
-"""Checkpoints: atomic save, safe load (no code execution), encoder extraction.
+"""Checkpoints: atomic save (:mod:`crossmae.files`), safe load (no code execution), encoder extraction.
 
 Format: a dict with ``model`` (state dict) and, for resumable runs, ``optimizer``,
-``scaler``, ``epoch`` (epochs completed), ``step``, ``rng``, ``config``, ``format``.
+``scaler``, ``epoch`` (epochs completed), ``step``, ``config``, ``format``.
 Files in the official CrossMAE/MAE release format (``{"model", "optimizer", "epoch",
 "scaler", "args"}``) load too: their ``args`` namespace is allow-listed, nothing else.
 """
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import pickle
-import random
-import re
-import secrets
 from pathlib import Path
-from typing import IO, Callable
 
-import numpy as np
 import torch
+
+from ..errors import CheckpointError
+from ..files import atomic_write
 
 FORMAT = "crossmae-toolkit/1"
 
 
-class CheckpointError(ValueError):
-    pass
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = True) -> None:
-    """Write through ``write(file)`` to a temporary file in the same directory, fsync, then rename over
-    ``path``: a crash, kill or full disk at any point leaves the previous file intact. The file gets the
-    permissions every other file gets (0666 less the umask), so colleagues on a shared cluster can read it;
-    the temporary name carries the writer's pid, so a later run can tell (and remove) ones that killed runs
-    left. A failed write raises an OSError naming ``path`` (writes through a file object raise one without
-    a file name, torch's own writer a RuntimeError): one line from crossmae.cli.report_errors."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
-        try:
-            with os.fdopen(fd, "wb" if binary else "w") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    except OSError as e:
-        if e.filename is None:
-            e.filename = str(path)
-        raise
-    except RuntimeError as e:
-        if "write" not in str(e):
-            raise
-        raise OSError(errno.EIO, f"writing failed, disk full? ({str(e).splitlines()[0]})", str(path)) from e
-    _fsync_dir(path.parent)  # make the rename itself durable
-
-
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on directories; the data itself is synced
-        pass
-    finally:
-        os.close(fd)
-
-
-# atomic_write's temporary files: ".<name>.<pid>.<hex>.tmp"; ".<name>.<8 chars>.tmp" from older versions
-# save_checkpoint (recognised for checkpoint names only: too loose a pattern to claim other files by)
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.[0-9a-f]{8}|[A-Za-z0-9_]{8})\.tmp$")
-
-
-def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files of :func:`atomic_write` (checkpoints, config.yaml, results.json, logs) in
-    ``directory`` that no live process on this host is writing (a kill mid-write leaves one). Call it only
-    where no other host writes into ``directory`` (``lock_run_dir`` does, holding the directory's lock).
-    Returns the removed paths."""
-    from .rundir import pid_alive  # rundir imports this module
-    removed = []
-    for p in sorted(Path(directory).glob(".*.tmp")):
-        m = _TEMP_NAME.match(p.name)
-        if m is None or (m["pid"] is None and not m["name"].endswith((".pth", ".pt", ".safetensors", ".bin"))):
-            continue  # not one of ours
-        pid = int(m["pid"]) if m["pid"] else None
-        if pid is not None and pid != os.getpid() and pid_alive(pid):
-            continue  # being written right now
-        try:
-            p.unlink()
-            removed.append(p)
-        except FileNotFoundError:
-            pass
-    return removed
 
 
 EXPECTED = "a torch.save file (ours, or the official CrossMAE/MAE release) or a .safetensors file"
@@ -305,20 +225,3 @@ def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if "patch_embed.proj.weight" not in out or not any(k.startswith("blocks.") for k in out):
         raise CheckpointError("state dict has no ViT encoder (patch_embed.proj.weight, blocks.*)")
     return out
-
-
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-             "python_pos": random.getstate()[2], "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-             "numpy_pos": int(np.random.get_state()[2])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), state["python_pos"]))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -75,17 +75,6 @@ def warmup_step(base_lr: float, total_iters: int, warmup_iters: int, milestones:
     return lr_at
 
 
-def warmup_poly(base_lr: float, total_iters: int, warmup_iters: int, power: float = 1.0, min_lr: float = 0.0,
-                warmup_ratio: float = 1e-6) -> Callable[[int], float]:
-    """Linear warmup then polynomial decay (mmseg's recipe)."""
-    def lr_at(it: int) -> float:
-        lr = (base_lr - min_lr) * (1 - min(it, total_iters) / total_iters) ** power + min_lr
-        if it < warmup_iters:
-            lr *= warmup_ratio + (1 - warmup_ratio) * it / warmup_iters
-        return lr
-    return lr_at
-
-
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)

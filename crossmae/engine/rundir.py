@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..userfiles import parse_json
-from .checkpoint import remove_stale_temp_files
+from ..files import pid_alive, process_start_ticks, remove_stale_temp_files
 
 logger = logging.getLogger("crossmae")
 
@@ -60,35 +60,6 @@ class _Held:
 
 _held: _Held | None = None
 _hooks_installed = False
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux /proc), None where unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    try:  # the command name (field 2) may hold spaces and parentheses: split after its last ')'
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def pid_alive(pid: int, proc_start: int | None = None) -> bool:
-    """Whether ``pid`` is a live process on this host (and the same one, when its start time is known)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        pass
-    if proc_start is not None:
-        now = process_start_ticks(pid)
-        if now is not None and now != proc_start:
-            return False  # the pid was reused by a later process
-    return True
 
 
 def _my_record() -> LockRecord:

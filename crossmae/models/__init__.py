@@ -10,7 +10,7 @@ from .crossmae import CrossMAE, PretrainOutput
 from .hiera_crossmae import CrossMAEHiera
 from .hiera_mae import MAEHiera
 from .mae import MAE
-from .sizes import HIERA_SIZES, VIT_SIZES
+from .sizes import HIERA_SIZES, VIT_SIZES, vit_model_name
 
 SIZES = VIT_SIZES  # the name older callers use
 
@@ -27,9 +27,8 @@ def _register(cls, size: str, name: str) -> None:
 
 
 for _size in VIT_SIZES:
-    _patch = VIT_SIZES[_size]["patch_size"]
-    _register(CrossMAE, _size, f"crossmae_vit_{_size}_patch{_patch}")
-    _register(MAE, _size, f"mae_vit_{_size}_patch{_patch}")
+    _register(CrossMAE, _size, vit_model_name("crossmae", _size))
+    _register(MAE, _size, vit_model_name("mae", _size))
 
 
 def _register_hiera(cls, size: str, name: str) -> None:

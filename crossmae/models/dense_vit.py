@@ -37,7 +37,7 @@ from .blocks import Block, SelfAttention, attend
 from .encoder import LayerNorm
 from .rel_pos import (_pair, decomposed_rel_pos_bias, num_relative_distances, relative_position_index,
                       resize_abs_pos, resize_bias_table, window_padding_mask, window_partition, window_unpartition)
-from .sizes import VIT_SIZES, vit_encoder  # noqa: F401 (VIT_SIZES: the recipes of older callers)
+from .sizes import vit_encoder
 from .transfer import load_encoder_weights
 
 REL_POS_KINDS = ("none", "decomposed", "bias_table")
@@ -305,11 +305,7 @@ class DenseViT(nn.Module):
         return loaded.missing, loaded.unexpected
 
 
-# ---------------------------------------------------------------------- per-size recipes
-# ViTDet drop path per size; ViT-H runs at patch 16 there (the p14 MAE-H projection resampled to 16)
-VITDET_DROP_PATH = {"small": 0.1, "base": 0.1, "large": 0.4, "huge": 0.5}
-
-
+# ---------------------------------------------------------------------- per-depth recipes (sizes: .sizes)
 def vitdet_global_indexes(depth: int) -> tuple[int, ...]:
     """Four evenly spaced global-attention blocks: B 2,5,8,11; L 5,11,17,23; H 7,15,23,31."""
     step = max(1, depth // 4)
@@ -319,17 +315,6 @@ def vitdet_global_indexes(depth: int) -> tuple[int, ...]:
 def seg_out_indices(depth: int) -> tuple[int, ...]:
     """Blocks at 1/3, 1/2, 2/3 and all of the depth: B 3,5,7,11; L 7,11,15,23; H 10,15,20,31."""
     return tuple(sorted({max(0, round(depth * f) - 1) for f in (1 / 3, 1 / 2, 2 / 3, 1)}))
-
-
-def vitdet_backbone(size: str = "base", **overrides) -> DenseViT:
-    """ViTDet's backbone for a size (ViT-B/L/H): 1024 input, 224 pretraining grid, window 14,
-    four global blocks, decomposed rel-pos, drop path 0.1/0.4/0.5, the last block's map.
-    Keyword arguments override (e.g. a tiny test model: embed_dim=64, depth=4, ...)."""
-    kwargs = dict(vit_encoder(size), patch_size=16, img_size=1024, pretrain_img_size=224, window_size=14,
-                  rel_pos="decomposed", use_abs_pos=True, drop_path_rate=VITDET_DROP_PATH[size], out_indices=(-1,))
-    kwargs.update(overrides)
-    kwargs.setdefault("global_attn_indexes", vitdet_global_indexes(kwargs["depth"]))
-    return DenseViT(**kwargs)
 
 
 def seg_backbone(size: str = "base", **overrides) -> DenseViT:

@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed
 
-from ..hub import HubMixin
 from ..masking import gather_tokens
 from .blocks import Block
+from .hub_mixin import HubMixin
 from .pos_embed import sincos_2d
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
@@ -24,7 +24,7 @@ class MaskedViTEncoder(nn.Module, HubMixin):
     """Plain ViT that encodes only the visible patches.
 
     ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` (Hugging Face Hub, safetensors) come from
-    :class:`crossmae.hub.HubMixin`, for CrossMAE, MAE and the encoder alone.
+    :class:`crossmae.models.hub_mixin.HubMixin`, for CrossMAE, MAE and the encoder alone.
 
     Position embeddings are fixed 2-D sin-cos, added before masking; the cls token
     (with its zero position embedding) is prepended after masking.

@@ -32,6 +32,7 @@ from ..masking import Masks, check_ratios
 from .pos_embed import sincos_2d
 from .rel_pos import resize_abs_pos
 from .sizes import HIERA_LETTERS, HIERA_SIZES
+from .transfer import load_encoder_weights
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # Hiera's MAE models and timm's Hiera both use eps 1e-6
 
@@ -289,7 +290,6 @@ class DenseHiera(HieraEncoder):
         ``patch_embed``, ``pos_embed``, ``blocks``) through :func:`crossmae.models.transfer.encoder_weights`:
         ``pos_embed`` resized to this model's grid; the encoder's final ``norm`` (CrossMAE-Hiera without
         inter-block attention) unused. Returns (missing, unexpected); anything else raises naming the keys."""
-        from .transfer import load_encoder_weights  # names the engine's CheckpointError: not at import time
         loaded = load_encoder_weights(self, state, unused=("norm.weight", "norm.bias"),
                                       pos_grid=(self.token_grid, self.token_grid), num_prefix_tokens=0,
                                       resize_patch_embed=resize_patch_embed)

@@ -6,6 +6,8 @@ Hiera: Ryali et al. 2023, Table 1 (channels, heads and blocks per stage; q_pool 
 """
 from __future__ import annotations
 
+import re
+
 VIT_SIZES: dict[str, dict[str, int]] = {
     "small": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=256, decoder_num_heads=8),
     "base": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, decoder_embed_dim=512, decoder_num_heads=16),
@@ -45,3 +47,18 @@ def timm_vit_name(size: str, img_size: int | None = 224) -> str:
     """timm's name of a ViT size: 'vit_base_patch16_224' (or 'vit_base_patch16' with img_size None)."""
     name = f"vit_{size}_patch{VIT_SIZES[size]['patch_size']}"
     return name if img_size is None else f"{name}_{img_size}"
+
+
+def vit_model_name(family: str, size: str) -> str:
+    """The registered factory of a pretraining model ('crossmae' / 'mae') at a ViT size:
+    'crossmae_vit_base_patch16'."""
+    return f"{family}_vit_{size}_patch{VIT_SIZES[size]['patch_size']}"
+
+
+_SIZE_IN_NAME = re.compile(r"vit_(%s)" % "|".join(VIT_SIZES))
+
+
+def vit_size_in_name(name: str | None) -> str | None:
+    """The ViT size a factory or timm name carries ('mae_vit_base_patch16' -> 'base'); None for any other."""
+    m = _SIZE_IN_NAME.search(name or "")
+    return m.group(1) if m else None

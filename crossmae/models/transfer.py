@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..engine.checkpoint import CheckpointError
+from ..errors import CheckpointError
 from .rel_pos import resize_abs_pos
 from .sizes import HIERA_SIZES
 

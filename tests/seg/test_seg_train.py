@@ -88,7 +88,8 @@ def test_missing_data_path_is_a_clear_error(tmp_path, capsys):
 def test_ade20k_recipes_load_and_match_the_mmseg_mae_recipe(name, depth, out_indices, channels):
     from tiny import REPO
     from crossmae.config import load_config
-    from crossmae.models.dense_vit import VIT_SIZES, seg_out_indices
+    from crossmae.models.dense_vit import seg_out_indices
+    from crossmae.models.sizes import VIT_SIZES
     from seg.config import SegConfig
     cfg = load_config(SegConfig, REPO / "configs" / "seg" / f"{name}.yaml")
     bb = cfg.model.backbone

@@ -113,7 +113,7 @@ def test_interleaved_timing_and_report(monkeypatch):
             model.forward = maybe_oom
         return model
 
-    monkeypatch.setattr(B, "build_on", build_on_oom_for_depth_12)
+    monkeypatch.setattr(B.timing, "build_on", build_on_oom_for_depth_12)  # what default_builder builds with
     configs = B.parse_configs(["mae-d8", "cross0.25-d8", "mae-d12"])
     small = {k: v for k, v in TINY.items() if k != "img_size"}
     timed = B.time_configs("small", configs, batch_size=2, repeats=2, warmup=1, img_size=32, progress=False,

@@ -1,13 +1,5 @@
-"""Collect ``results.json`` files into the paper's tables, and the training logs into curves.
-
-Every training / evaluation run writes ``<output_dir>/results.json`` (crossmae.engine.logging.write_json):
-``{"task", "dataset", "checkpoint", "metrics", ...}``; pretraining runs add ``model``, ``epochs``,
-``mask_ratio``, ``pred_ratio``, ``decoder_depth``, ``decoder``. A downstream result joins the pretraining
-run whose ``checkpoint`` it names (same resolved path); the table has one row per pretrained checkpoint
-and one column per downstream benchmark, with the published reference numbers and the delta.
-Nothing that cannot be read stops the table: corrupt or incomplete files and unfinished runs are
-listed as problems.
-"""
+"""Run directories -> rows: every ``results.json`` under the given roots, one row per pretrained checkpoint
+with the downstream numbers that name it, and the problems (unreadable, cut-short, unmatched files)."""
 from __future__ import annotations
 
 import logging
@@ -19,13 +11,12 @@ from typing import Any
 
 import yaml
 
-from ..userfiles import parse_json, parse_yaml
-from .tables import csv_table, fmt, latex_table, markdown_table
+from ...models.sizes import VIT_LETTERS, VIT_SIZES, vit_encoder, vit_size_in_name
+from ...userfiles import parse_json, parse_yaml
 
 logger = logging.getLogger("crossmae")
 
-REFERENCE_FILE = Path(__file__).with_name("reference_numbers.yaml")
-SIZE_NAMES = ("small", "base", "large", "huge")
+SIZE_NAMES = tuple(VIT_SIZES)
 LOG_FILES = ("epoch_log.jsonl", "train_log.jsonl")
 
 
@@ -97,7 +88,7 @@ class Row:
     def size_label(self) -> str:
         if self.size == "custom" and self.arch:
             return self.arch
-        return f"ViT-{self.size[0].upper()}" if self.size in SIZE_NAMES else (self.size or "?")
+        return f"ViT-{VIT_LETTERS[self.size]}" if self.size in SIZE_NAMES else (self.size or "?")
 
 
 # ------------------------------------------------------------------ reading
@@ -207,25 +198,22 @@ def read_model_kwargs(run_dir: Path) -> tuple[dict, Problem | None]:
 def _size(model_name: str, kwargs: dict) -> tuple[str | None, int]:
     """(size, resolution): the ViT size in the factory name, or "custom" when config.yaml overrides its
     architecture (then no published number applies)."""
-    from ..models import SIZES
-    m = re.search(r"vit_(small|base|large|huge)", model_name or "")
-    if not m:
+    size = vit_size_in_name(model_name)
+    if size is None:
         return None, int(kwargs.get("img_size", 224))
-    size = m.group(1)
-    arch = {k: kwargs[k] for k in ("patch_size", "embed_dim", "depth", "num_heads") if k in kwargs}
-    custom = any(SIZES[size][k] != v for k, v in arch.items())
+    standard = vit_encoder(size)
+    custom = any(standard[k] != kwargs[k] for k in standard if k in kwargs)
     return ("custom" if custom else size), int(kwargs.get("img_size", 224))
 
 
 def _custom_arch(model_name: str, kwargs: dict) -> str | None:
     """The honest architecture name of a factory + overrides (see crossmae.models.naming)."""
-    from ..models import SIZES
-    from ..models.naming import describe_arch
-    m = re.search(r"vit_(small|base|large|huge)", model_name or "")
-    if not m:
+    from ...models.naming import describe_arch
+    size = vit_size_in_name(model_name)
+    if size is None:
         return None
     fields = ("embed_dim", "depth", "num_heads", "patch_size", "img_size", "mlp_ratio")
-    arch = {"img_size": 224, "mlp_ratio": 4.0, **{k: v for k, v in SIZES[m.group(1)].items() if k in fields}}
+    arch = {"img_size": 224, "mlp_ratio": 4.0, **vit_encoder(size)}
     try:
         return describe_arch(**{**arch, **{k: kwargs[k] for k in fields if k in kwargs}})
     except (TypeError, ValueError):
@@ -336,150 +324,3 @@ def build_rows(found: list[tuple[Path, dict]], problems: list[Problem]) -> tuple
                     continue
             row.values[key], row.sources[key], row.mtimes[key] = value, str(path), mtime
     return list(rows.values()), extra
-
-
-# ------------------------------------------------------------------ references
-def load_references(path: str | Path = REFERENCE_FILE) -> dict:
-    try:
-        data = parse_yaml(Path(path).read_text())
-    except (ValueError, yaml.YAMLError) as e:  # ValueError: NestingError
-        raise ValueError(f"{path}: not readable YAML ({str(e).splitlines()[0]})") from e
-    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-        raise ValueError(f"{path}: expected a mapping with a 'results' list")
-    return data
-
-
-def matches(record: dict, row: Row) -> bool:
-    """Whether a published number applies to a row (see reference_numbers.yaml)."""
-    if row.method is None or row.size not in SIZE_NAMES:
-        return False
-    checks = {"method": row.method, "size": row.size, "epochs": row.epochs, "decoder_depth": row.decoder_depth}
-    for key, value in checks.items():
-        if key in record and record[key] != value:
-            return False
-    if "pred_ratio" in record and (row.pred_ratio is None or abs(record["pred_ratio"] - row.pred_ratio) > 1e-6):
-        return False
-    if row.mask_ratio is None or abs(record.get("mask_ratio", 0.75) - row.mask_ratio) > 1e-6:
-        return False
-    return record.get("resolution", 224) == (row.resolution or 224)
-
-
-def references_for(row: Row, column: str, refs: dict) -> list[dict]:
-    return [r for r in refs["results"] if r["column"] == column and matches(r, row)]
-
-
-# ------------------------------------------------------------------ tables
-@dataclass
-class Tables:
-    markdown: str
-    csv: str
-    latex: str
-
-
-def _cell(row: Row, key: str, refs: dict) -> tuple[str | None, dict | None, float | None]:
-    """(text, primary reference, delta) for one cell: "ours (ref, delta)", "(ref)" or blank."""
-    ours = row.values.get(key)
-    matched = references_for(row, key, refs) if key in [c.key for c in COLUMNS] else []
-    ref = matched[0] if matched else None
-    delta = ours - ref["value"] if ours is not None and ref else None
-    if ours is None and ref is None:
-        return None, None, None
-    if ref is None:
-        return f"{ours:.2f}", None, None
-    if ours is None:
-        return f"({ref['value']:g})", ref, None
-    return f"{ours:.2f} ({ref['value']:g}, {delta:+.2f})", ref, delta
-
-
-def make_tables(rows: list[Row], extra: list[str], problems: list[Problem], refs: dict) -> Tables:
-    keys = [c.key for c in COLUMNS] + extra
-    titles = [c.title for c in COLUMNS] + extra
-    info_headers = ["checkpoint", "method", "size", "epochs", "mask", "pred", "dec. depth"]
-    info = lambda r: [r.label, r.method_label, r.size_label, r.epochs, fmt(r.mask_ratio, 2),  # noqa: E731
-                      fmt(r.pred_ratio, 2), r.decoder_depth]
-    md_rows, used_sources = [], {}
-    for r in rows:
-        cells = []
-        for k in keys:
-            text, ref, _ = _cell(r, k, refs)
-            cells.append(text)
-            if ref:
-                used_sources.setdefault(ref["source"], None)
-        md_rows.append(info(r) + cells)
-    legend = ("Cells: ours (published reference, ours - reference); a reference alone in parentheses is a "
-              "result not collected yet; blank: no result and no published number for this configuration.")
-    md = ["# Results", "", legend, "", markdown_table(info_headers + titles, md_rows), ""]
-    if used_sources:
-        md += ["References: " + ", ".join(used_sources) + " (crossmae/analysis/reference_numbers.yaml).", ""]
-    if problems:
-        md += ["## Not in the table", ""] + [f"- {p}" for p in problems] + [""]
-    csv_headers = info_headers + ["checkpoint_path"]
-    for k in keys:
-        csv_headers += [k, f"{k}_ref", f"{k}_ref_source", f"{k}_delta", f"{k}_all_refs", f"{k}_file"]
-    csv_rows = []
-    for r in rows:
-        line = info(r) + [r.checkpoint]
-        for k in keys:
-            ours = r.values.get(k)
-            matched = references_for(r, k, refs) if k in [c.key for c in COLUMNS] else []
-            ref = matched[0] if matched else None
-            line += [fmt(ours, 3), ref["value"] if ref else None, ref["source"] if ref else None,
-                     fmt(ours - ref["value"], 3) if ours is not None and ref else None,
-                     "; ".join(f"{m['source']}={m['value']:g}" for m in matched) or None, r.sources.get(k)]
-        csv_rows.append(line)
-    latex = latex_table(info_headers + titles, md_rows, caption=legend, align="l" * len(info_headers) + "c" * len(keys))
-    return Tables("\n".join(md), csv_table(csv_headers, csv_rows), latex)
-
-
-def collect(roots: list[str | Path],
-            reference_file: str | Path = REFERENCE_FILE) -> tuple[Tables, list[Row], list[Problem]]:
-    found, problems = scan(roots)
-    rows, extra = build_rows(found, problems)
-    skipped = sum(p.kind in ("corrupt", "invalid") for p in problems)
-    if skipped:
-        logger.warning("%d unreadable, cut-short or invalid files skipped (listed under 'Not in the table')", skipped)
-    return make_tables(rows, extra, problems, load_references(reference_file)), rows, problems
-
-
-# ------------------------------------------------------------------ training curves
-def find_logs(roots: list[str | Path], problems: list[Problem] | None = None) -> dict[Path, dict[str, list[dict]]]:
-    """{run dir: {"train": train_log records, "epoch": epoch_log records}} for every run with a log; a log
-    with unreadable lines (cut by a kill, or not JSON) is added to ``problems``, its other lines are used."""
-    runs: dict[Path, dict[str, list[dict]]] = {}
-    for root in roots:
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            continue
-        for name, kind in (("train_log.jsonl", "train"), ("epoch_log.jsonl", "epoch")):
-            for path in sorted(root.rglob(name)):
-                records, bad = read_jsonl(path)
-                if bad and problems is not None:
-                    problems.append(Problem(str(path), "log", f"{bad} unreadable line{'s' * (bad != 1)} skipped"))
-                runs.setdefault(path.parent.resolve(), {"train": [], "epoch": []})[kind] = records
-    return runs
-
-
-def curve_series(logs: dict[str, list[dict]]) -> dict[str, tuple[list[float], list[float]]]:
-    """Named (x, y) series of one run: "train loss" per logged step (x = epoch), and every numeric
-    evaluation metric per epoch ("eval <name>")."""
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    pts = [(r["epoch"], r["loss"]) for r in logs["train"] if _num(r.get("epoch")) and _num(r.get("loss"))]
-    if not pts:  # logs without per-iteration lines: the epoch means
-        pts = [(r["epoch"], r["train_loss"]) for r in logs["epoch"]
-               if _num(r.get("epoch")) and _num(r.get("train_loss"))]
-    if pts:
-        series["train loss"] = ([p[0] for p in pts], [p[1] for p in pts])
-    for r in logs["epoch"]:
-        ev = r.get("eval")
-        if not isinstance(ev, dict) or not _num(r.get("epoch")):
-            continue
-        for k, v in ev.items():
-            if _num(v) and k != "num_samples" and not k.endswith("_s"):  # counts and timings are no curves
-                xs, ys = series.setdefault(f"eval {k}", ([], []))
-                xs.append(r["epoch"])
-                ys.append(v)
-    return series
-
-
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
