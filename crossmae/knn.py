@@ -161,11 +161,10 @@ def run(checkpoint: str, data: str, train_images: int = 5000, val_images: int = 
     return metrics
 
 
-def with_knn(evaluate, knn_cfg, img_size: int, epochs: int, current_epoch, demo_root: str | Path):
-    """Wrap the training loop's ``evaluate(model) -> metrics`` (called once per epoch) so that it adds
-    ``knn_top1`` every ``knn_cfg.every`` epochs and at the last one; unchanged when the monitor is off.
-    ``current_epoch()`` is the (0-based) epoch the loop is in (``Trainer.epoch``: right after a resume or a
-    rollback too); ``knn.path=demo`` means ``demo_root``."""
+def with_knn(evaluate, knn_cfg, img_size: int, epochs: int, demo_root: str | Path):
+    """Wrap the training loop's ``evaluate(model, epoch) -> metrics`` (``epoch``: the epochs trained, 1-based)
+    so that it adds ``knn_top1`` every ``knn_cfg.every`` epochs and at the last one; unchanged when the monitor
+    is off. ``evaluate`` may be None (the monitor alone). ``knn.path=demo`` means ``demo_root``."""
     if not knn_cfg.path or knn_cfg.every <= 0:
         return evaluate
     path = knn_cfg.path
@@ -181,9 +180,8 @@ def with_knn(evaluate, knn_cfg, img_size: int, epochs: int, current_epoch, demo_
     logger.info("kNN monitor every %d epochs: %d memory / %d query images of %s, k=%d, T=%g", knn_cfg.every,
                 len(monitor.train), len(monitor.val), path, knn_cfg.k, knn_cfg.temperature)
 
-    def evaluate_with_knn(model) -> dict:
-        metrics = dict(evaluate(model)) if evaluate is not None else {}
-        epoch = current_epoch() + 1  # epochs done once this evaluation's epoch is
+    def evaluate_with_knn(model, epoch: int) -> dict:
+        metrics = dict(evaluate(model, epoch)) if evaluate is not None else {}
         if epoch % knn_cfg.every == 0 or epoch >= epochs:
             metrics.update(monitor(model))
         return metrics

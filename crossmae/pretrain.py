@@ -5,23 +5,20 @@
 from __future__ import annotations
 
 import logging
-import time
-from pathlib import Path
 
 import torch
 from torchvision import transforms
 
 from .analysis.figures import reconstruction_figure
 from .analysis.reconstruction import reconstruct
-from .config import PretrainConfig, load_config, save_config, to_dict
+from .config import PretrainConfig, load_config
 from .data import (IMAGENET_MEAN, IMAGENET_STD, FastPretrainFolder, SafeImageFolder, build_loader,
                    make_demo_imagefolder, normalize_uint8, pretrain_transform, split_dir)
 from .data.synthetic import SyntheticImages
-from .engine import Trainer, build_adamw, init_distributed, steps_per_epoch, warmup_cosine
+from .engine import build_adamw, steps_per_epoch, warmup_cosine
 from .engine.distributed import barrier
+from .engine.task import RunContext, Task, run_task
 from .knn import with_knn
-from .engine.logging import setup_logging, write_json
-from .engine.results import previous_metrics, rerun_metrics
 from .models import build_model
 from .models.blocks import set_backend
 from .models.naming import describe_model, registered_or_described
@@ -77,10 +74,8 @@ def fixed_mask_loss(model, imgs: torch.Tensor, seed: int = 0) -> float:
     return loss
 
 
-def run(cfg) -> dict:
-    dist = init_distributed(cfg.device)
-    out_dir = Path(cfg.output_dir)
-    setup_logging(out_dir)
+def build_task(ctx: RunContext) -> Task:
+    cfg, dist, out_dir = ctx.cfg, ctx.dist, ctx.out_dir
     set_backend(cfg.attention)
     model_kwargs = dict(cfg.model)
     torch.manual_seed(cfg.seed)  # the same weights at initialisation on every rank and every run
@@ -122,45 +117,40 @@ def run(cfg) -> dict:
     vis = fixed_batch(dataset, cfg.num_vis, img_size).to(dist.device) if cfg.num_vis else None
     if vis is None:
         dataset.readable_images(1)  # a folder of unreadable files fails now, not mid-epoch
-    evaluate = (lambda m: {"fixed_mask_loss": fixed_mask_loss(m, vis, cfg.seed)}) if vis is not None else None
-    evaluate = with_knn(evaluate, cfg.knn, img_size, cfg.epochs, lambda: trainer.epoch, out_dir / "demo_data")
-    trainer = Trainer(model=model, optimizer=optimizer, train_loader=loader, lr_schedule=schedule,
-                      loss_fn=pretrain_loss, epochs=cfg.epochs, output_dir=out_dir, dist=dist, accum_iter=accum_iter,
-                      clip_grad=cfg.optim.clip_grad, precision=cfg.precision, compile=cfg.compile, evaluate=evaluate,
-                      save_every=cfg.save_every, keep_every=cfg.keep_every, config=to_dict(cfg), seed=cfg.seed,
-                      log_every=cfg.log_every)
-    if dist.is_main:
-        save_config(cfg, out_dir / "config.yaml")
-    trainer.auto_resume(cfg.resume)
-    start = time.time()
-    if vis is not None and trainer.start_epoch == 0:  # kept in the checkpoints: a resumed run reports it too
-        trainer.run_state["fixed_mask_loss_before"] = fixed_mask_loss(model, vis, cfg.seed)
-    loss_before = trainer.run_state.get("fixed_mask_loss_before")
-    trained = trainer.start_epoch < cfg.epochs
-    final = trainer.fit()
-    if not final and evaluate is not None:  # a finished run re-run: evaluate it once more
-        final = evaluate(trainer.module)
-    metrics = rerun_metrics(trained, final, previous_metrics(out_dir / "results.json", "pretrain"),
-                            time.time() - start)
-    if loss_before is not None:
-        metrics["fixed_mask_loss_before"] = loss_before
-    summary = {"task": "pretrain", "model": registered_or_described(cfg.model["name"], model),
-               "model_description": description, "factory": cfg.model["name"], "epochs": cfg.epochs,
-               "mask_ratio": model.mask_ratio, "pred_ratio": model.pred_ratio,
-               "decoder_depth": len(model.decoder_blocks), "decoder": type(model).__name__,
-               "checkpoint": str((out_dir / "checkpoint.pth").resolve()), "metrics": metrics}
-    if dist.is_main:
-        if vis is not None:
+    evaluate = (lambda m, epoch: {"fixed_mask_loss": fixed_mask_loss(m, vis, cfg.seed)}) if vis is not None else None
+    evaluate = with_knn(evaluate, cfg.knn, img_size, cfg.epochs, out_dir / "demo_data")
+
+    def measure_before(trainer) -> None:
+        if vis is not None and trainer.start_epoch == 0:  # kept in the checkpoints: a resumed run reports it too
+            trainer.run_state["fixed_mask_loss_before"] = fixed_mask_loss(model, vis, cfg.seed)
+
+    def results(metrics: dict, trainer) -> dict:
+        loss_before = trainer.run_state.get("fixed_mask_loss_before")
+        if loss_before is not None:
+            metrics["fixed_mask_loss_before"] = loss_before
+        if dist.is_main and vis is not None:
             g = torch.Generator(device=vis.device).manual_seed(cfg.seed)
             model.eval()
             rec = reconstruct(model, vis, model.sample_masks(vis, generator=g))
             fig = reconstruction_figure(rec, out_dir / "reconstruction.png",
                                         title=f"{description} after {cfg.epochs} epochs")
             logger.info("reconstructions (PSNR on predicted patches %.2f dB): %s", float(rec["psnr"].mean()), fig)
-        write_json(out_dir / "results.json", summary)
-        if loss_before is not None:
-            logger.info("fixed-mask loss: %.4f before training -> %.4f after", loss_before, final["fixed_mask_loss"])
-    return summary
+            if loss_before is not None:
+                logger.info("fixed-mask loss: %.4f before training -> %.4f after", loss_before,
+                            metrics["fixed_mask_loss"])
+        return {"task": "pretrain", "model": registered_or_described(cfg.model["name"], model),
+                "model_description": description, "factory": cfg.model["name"], "epochs": cfg.epochs,
+                "mask_ratio": model.mask_ratio, "pred_ratio": model.pred_ratio,
+                "decoder_depth": len(model.decoder_blocks), "decoder": type(model).__name__,
+                "checkpoint": str((out_dir / "checkpoint.pth").resolve()), "metrics": metrics}
+
+    return Task("pretrain", model, results, evaluate, train_loader=loader, optimizer=optimizer, lr_schedule=schedule,
+                loss_fn=pretrain_loss, epochs=cfg.epochs, accum_iter=accum_iter, clip_grad=cfg.optim.clip_grad,
+                before_fit=measure_before)
+
+
+def run(cfg) -> dict:
+    return run_task(cfg, build_task)
 
 
 def main(config: str | None, overrides: list[str]) -> dict:

@@ -2,13 +2,14 @@
 
     python -m det.train --config configs/det/vitdet_b_100ep.yaml data.root=/data/coco pretrained=/ckpt/crossmae_b.pth
     python -m det.train --config configs/det/vitdet_b_100ep.yaml --eval-only weights=/runs/det_b/checkpoint.pth
+    (--eval-only is the override eval_only=true)
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -16,14 +17,12 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from crossmae.cli import report_errors
-from crossmae.config import Divergence, load_config, save_config, to_dict
+from crossmae.config import Divergence, load_config, to_dict
 from crossmae.data import build_loader
-from crossmae.engine import (Trainer, build_adamw, init_distributed, load_checkpoint, steps_per_epoch,
-                             warmup_step)
+from crossmae.engine import build_adamw, load_checkpoint, steps_per_epoch, warmup_step
 from crossmae.engine.checkpoint import load_model_state
-from crossmae.engine.logging import setup_logging, write_json
-from crossmae.engine.results import previous_metrics, rerun_metrics
 from crossmae.engine.loop import autocast, resolve_precision
+from crossmae.engine.task import RunContext, Task, run_task
 from crossmae.models.naming import describe_model
 
 from .backbone import build_net, load_encoder
@@ -101,7 +100,8 @@ class DetConfig:
     data: DetData = field(default_factory=DetData)
     optim: DetOptim = field(default_factory=DetOptim)
     pretrained: str = ""  # pretraining checkpoint whose encoder initialises the ViT ("" = from scratch)
-    weights: str = ""  # a trained detector checkpoint to evaluate (--eval-only); default <output_dir>/checkpoint.pth
+    weights: str = ""  # a trained detector checkpoint to evaluate (eval_only); default <output_dir>/checkpoint.pth
+    eval_only: bool = False  # evaluate `weights` and stop (--eval-only on the command line)
     image_size: int = 1024
     epochs: int = 100
     batch_size: int = 8  # images per process (8 x 8 GPUs = 64)
@@ -173,16 +173,23 @@ def build_detector(cfg, num_classes: int) -> torch.nn.Module:
 
 
 def run(cfg, eval_only: bool = False) -> dict:
-    dist = init_distributed(cfg.device)
-    out_dir = Path(cfg.output_dir)
-    setup_logging(out_dir)
+    if eval_only:  # the keyword predates the eval_only config field every task has
+        warnings.warn("det.train.run(cfg, eval_only=True) is deprecated: set cfg.eval_only = True (eval_only=true)",
+                      DeprecationWarning, stacklevel=2)
+        cfg.eval_only = True
+    return run_task(cfg, build_task)
+
+
+def build_task(ctx: RunContext) -> Task:
+    cfg, dist, out_dir = ctx.cfg, ctx.dist, ctx.out_dir
     if cfg.batch_size < 1 or cfg.epochs < 1:
         raise ValueError(f"batch_size and epochs must be >= 1, got {cfg.batch_size} and {cfg.epochs}")
-    root, train_set, val_set = build_datasets(cfg, out_dir, dist.is_main, dist.world_size, with_train=not eval_only)
+    root, train_set, val_set = build_datasets(cfg, out_dir, dist.is_main, dist.world_size,
+                                              with_train=not ctx.eval_only)
     torch.manual_seed(cfg.seed)  # the same detector initialisation on every rank and every run
     model = build_detector(cfg, val_set.num_classes)
     pretrained = ""
-    if cfg.pretrained and not eval_only:
+    if cfg.pretrained and not ctx.eval_only:
         pretrained = str(Path(cfg.pretrained).resolve())
         load_encoder(model.backbone.net, pretrained)
     model.to(dist.device)
@@ -196,18 +203,22 @@ def run(cfg, eval_only: bool = False) -> dict:
                "model_description": f"ViTDet Mask R-CNN, {describe_model(model.backbone.net)} backbone",
                "config": to_dict(cfg)}
 
-    if eval_only:
-        weights = cfg.weights or cfg.resume or str(out_dir / "checkpoint.pth")
+    def results(metrics: dict, trainer) -> dict:
+        summary["metrics"] = metrics
+        if trainer is not None:
+            logger.info("box AP %.2f, mask AP %.2f -> %s", metrics.get("bbox_AP", float("nan")),
+                        metrics.get("segm_AP", float("nan")), out_dir / "results.json")
+        return summary
+
+    if ctx.eval_only:
+        weights = ctx.eval_checkpoint()
         ckpt = load_checkpoint(weights)
         load_model_state(model, ckpt, weights, hint="--eval-only takes a trained detector of the same model.* "
                          "config; a pretraining checkpoint goes in pretrained= instead.")
         summary["checkpoint"] = str((ckpt.get("config") or {}).get("pretrained", "") or "")
         summary["weights"] = str(Path(weights).resolve())
         logger.info("evaluating %s on %d images of %s", weights, len(val_set), val_set.ann_file)
-        summary["metrics"] = evaluator(model)
-        if dist.is_main:
-            write_json(out_dir / "results.json", summary)
-        return summary
+        return Task("det", model, results, lambda module, epoch: evaluator(module), eval_epoch=ckpt.get("epoch"))
 
     train_loader = build_loader(train_set, cfg.batch_size, cfg.data.num_workers, dist.rank, dist.world_size,
                                 cfg.seed, pin_memory=dist.device.type == "cuda", collate_fn=collate)
@@ -222,32 +233,16 @@ def run(cfg, eval_only: bool = False) -> dict:
                 sum(p.numel() for p in model.parameters()) / 1e6, train_set.num_classes, len(train_set), n_steps,
                 cfg.epochs, total, len(val_set), cfg.batch_size, dist.world_size)
     config = to_dict(cfg)
-    config["pretrained"] = pretrained
-    trainer = Trainer(model=model, optimizer=optimizer, train_loader=train_loader, lr_schedule=schedule,
-                      loss_fn=det_loss, epochs=cfg.epochs, output_dir=out_dir, dist=dist,
-                      clip_grad=cfg.optim.clip_grad, precision=cfg.precision, evaluate=evaluator,
-                      eval_every=cfg.eval_every, best_metric="bbox_AP", save_every=cfg.save_every,
-                      keep_every=cfg.keep_every, config=config, seed=cfg.seed, log_every=cfg.log_every,
-                      find_unused_parameters=cfg.find_unused_parameters)
-    if dist.is_main:
-        save_config(cfg, out_dir / "config.yaml")
-    trainer.auto_resume(cfg.resume)
-    trained = trainer.start_epoch < cfg.epochs
-    start = time.time()
-    final = dict(trainer.fit())
-    if not final:  # a finished run re-run (or killed before its results): evaluate the checkpoint again
-        final = evaluator(trainer.module)
-    metrics = rerun_metrics(trained, final, previous_metrics(out_dir / "results.json", "det"), time.time() - start)
-    summary["metrics"] = metrics
-    if dist.is_main:
-        write_json(out_dir / "results.json", summary)
-        logger.info("box AP %.2f, mask AP %.2f -> %s", metrics.get("bbox_AP", float("nan")),
-                    metrics.get("segm_AP", float("nan")), out_dir / "results.json")
-    return summary
+    config["pretrained"] = pretrained  # checkpoints name the pretraining file absolutely
+    return Task("det", model, results, lambda module, epoch: evaluator(module), train_loader=train_loader,
+                optimizer=optimizer, lr_schedule=schedule, loss_fn=det_loss, epochs=cfg.epochs,
+                clip_grad=cfg.optim.clip_grad, best_metric="bbox_AP",
+                find_unused_parameters=cfg.find_unused_parameters, checkpoint_config=config)
 
 
 def main(config: str | None, overrides: list[str], eval_only: bool = False) -> dict:
-    return run(load_config(DetConfig, config, overrides), eval_only=eval_only)
+    """``eval_only``: the ``--eval-only`` flag, the same as the override ``eval_only=true``."""
+    return run(load_config(DetConfig, config, list(overrides) + (["eval_only=true"] if eval_only else [])))
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 from crossmae.cli import report_errors
-from crossmae.config import load_config, save_config, to_dict
-from crossmae.engine import Trainer, init_distributed, load_checkpoint
+from crossmae.config import load_config, to_dict
+from crossmae.engine import load_checkpoint
 from crossmae.engine.checkpoint import load_model_state
 from crossmae.engine.distributed import barrier
-from crossmae.engine.results import previous_metrics, rerun_metrics
-from crossmae.engine.logging import progress_bar, setup_logging, write_json
+from crossmae.engine.logging import progress_bar
 from crossmae.engine.loop import autocast, resolve_precision
+from crossmae.engine.task import RunContext, Task, run_task
 from crossmae.models.naming import describe_model
 from crossmae.pretrain import resolve_accum_iter
 
@@ -86,7 +86,7 @@ class Evaluator:
         self.last: dict = {}
 
     @torch.no_grad()
-    def __call__(self, module: torch.nn.Module) -> dict:
+    def __call__(self, module: torch.nn.Module, epoch: int | None = None) -> dict:
         cfg, dev = self.cfg, self.dist.device
         was_training = module.training
         module.eval()
@@ -112,9 +112,11 @@ class Evaluator:
 
 
 def run(cfg) -> dict:
-    dist = init_distributed(cfg.device)
-    out_dir = Path(cfg.output_dir)
-    setup_logging(out_dir)
+    return run_task(cfg, build_task)
+
+
+def build_task(ctx: RunContext) -> Task:
+    cfg, dist, out_dir = ctx.cfg, ctx.dist, ctx.out_dir
     if cfg.max_iters < 1 or cfg.iters_per_epoch < 1 or cfg.max_iters % cfg.iters_per_epoch:
         raise ValueError(f"max_iters ({cfg.max_iters}) must be a positive multiple of iters_per_epoch "
                          f"({cfg.iters_per_epoch})")
@@ -123,12 +125,13 @@ def run(cfg) -> dict:
 
     torch.manual_seed(cfg.seed)  # the heads' (and any new backbone part's) initialisation
     model = build_model(cfg)
-    pretrained = cfg.pretrained
-    if cfg.eval_only:
-        weights = cfg.weights or cfg.resume or str(out_dir / "checkpoint.pth")
+    pretrained, eval_epoch = cfg.pretrained, None
+    if ctx.eval_only:
+        weights = ctx.eval_checkpoint()
         ckpt = load_checkpoint(weights)
         load_model_state(model, ckpt, weights, hint=WEIGHTS_HINT)
         pretrained = pretrained or (ckpt.get("config") or {}).get("pretrained", "")
+        eval_epoch = ckpt.get("epoch")
         logger.info("evaluating %s", weights)
     elif cfg.weights:
         load_model_state(model, load_checkpoint(cfg.weights), cfg.weights, hint=WEIGHTS_HINT)
@@ -144,17 +147,24 @@ def run(cfg) -> dict:
     d = cfg.data
     val_set = ADE20KDataset(root, d.val_split, TestTransform(), cfg.model.num_classes, d.reduce_zero_label,
                             d.check_sizes, class_names)
-    precision = resolve_precision(cfg.precision, dist.device)
-    evaluator = Evaluator(cfg, val_set, dist, precision)
+    evaluator = Evaluator(cfg, val_set, dist, resolve_precision(cfg.precision, dist.device))
     summary = {"task": "seg", "dataset": cfg.dataset_name or root.name,
                "checkpoint": str(Path(pretrained).resolve()) if pretrained else "",
                "model_description": f"UperNet, {describe_model(model.backbone)} backbone", "config": to_dict(cfg)}
 
-    if cfg.eval_only:
-        model.to(dist.device)
-        evaluator(model)
-        return _finish(summary, evaluator.last, {}, out_dir, dist)
+    def results(metrics: dict, trainer) -> dict:
+        """The full result of the last evaluation (per class too); the training time where there was training."""
+        result = evaluator.last
+        summary["metrics"] = ({k: result[k] for k in ("mIoU", "mAcc", "aAcc", "eval_time_s")}
+                              | {k: v for k, v in metrics.items() if k == "train_time_s"})
+        summary["per_class"] = result["per_class"]
+        summary["num_images"] = result["num_images"]
+        logger.info("mIoU %.2f  mAcc %.2f  aAcc %.2f on %d images (%s)", result["mIoU"], result["mAcc"],
+                    result["aAcc"], result["num_images"], out_dir / "results.json")
+        return summary
 
+    if ctx.eval_only:
+        return Task("seg", model, results, evaluator, eval_epoch=eval_epoch)
     train_set = ADE20KDataset(root, d.train_split,
                               TrainTransform(d.crop_size, tuple(d.scale), tuple(d.ratio_range), d.cat_max_ratio,
                                              d.flip_prob, d.photometric),
@@ -172,36 +182,9 @@ def run(cfg) -> dict:
                 cfg.batch_size * accum_iter * dist.world_size, cfg.batch_size, accum_iter, dist.world_size,
                 cfg.max_iters, epochs, cfg.iters_per_epoch,
                 cfg.max_iters * cfg.batch_size * accum_iter * dist.world_size / len(train_set))
-    trainer = Trainer(model=model, optimizer=optimizer, train_loader=loader, lr_schedule=schedule,
-                      loss_fn=lambda m, batch: seg_loss(m, *batch), epochs=epochs, output_dir=out_dir, dist=dist,
-                      accum_iter=accum_iter, clip_grad=o.clip_grad, precision=cfg.precision, compile=cfg.compile,
-                      evaluate=evaluator, eval_every=cfg.eval_every, best_metric="mIoU", save_every=cfg.save_every,
-                      keep_every=cfg.keep_every, config=to_dict(cfg), seed=cfg.seed, log_every=cfg.log_every)
-    if dist.is_main:
-        save_config(cfg, out_dir / "config.yaml")
-    trainer.auto_resume(cfg.resume)
-    trained = trainer.start_epoch < epochs
-    start = time.time()
-    trainer.fit()
-    train_time = time.time() - start
-    if not evaluator.last:  # resumed at the end: nothing was evaluated in this process
-        evaluator(trainer.module)
-    # a re-run of a finished run keeps the training time of the run that trained
-    extra = rerun_metrics(trained, {}, {k: v for k, v in previous_metrics(out_dir / "results.json", "seg").items()
-                                        if k == "train_time_s"}, train_time)
-    return _finish(summary, evaluator.last, extra, out_dir, dist)
-
-
-def _finish(summary: dict, result: dict, extra: dict, out_dir: Path, dist) -> dict:
-    summary["metrics"] = {k: result[k] for k in ("mIoU", "mAcc", "aAcc", "eval_time_s")} | extra
-    summary["per_class"] = result["per_class"]
-    summary["num_images"] = result["num_images"]
-    if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "results.json", summary)
-        logger.info("mIoU %.2f  mAcc %.2f  aAcc %.2f on %d images (%s)", result["mIoU"], result["mAcc"],
-                    result["aAcc"], result["num_images"], out_dir / "results.json")
-    return summary
+    return Task("seg", model, results, evaluator, train_loader=loader, optimizer=optimizer, lr_schedule=schedule,
+                loss_fn=lambda m, batch: seg_loss(m, *batch), epochs=epochs, accum_iter=accum_iter,
+                clip_grad=o.clip_grad, best_metric="mIoU")
 
 
 def main(config: str | None, overrides: list[str], eval_only: bool = False, resume: str | None = None) -> dict:

@@ -97,6 +97,19 @@ def test_exact_resume_matches_uninterrupted_run(tmp_path):
     assert len(logs) == 3
 
 
+def test_the_evaluator_receives_the_epochs_trained_also_after_a_resume(tmp_path):
+    seen = []
+
+    def evaluate(model, epoch):
+        seen.append(epoch)
+        return {}
+    make_trainer(tmp_path, epochs=2, evaluate=evaluate).fit()  # evaluates after epochs 1 and 2
+    resumed = make_trainer(tmp_path, epochs=5, evaluate=evaluate, eval_every=2)
+    resumed.auto_resume("")
+    resumed.fit()  # epochs 3, 4, 5: evaluates after 4 (eval_every) and 5 (the last)
+    assert seen == [1, 2, 4, 5]
+
+
 def test_resume_from_a_file_that_is_not_a_training_checkpoint(tmp_path):
     save_checkpoint({"model": tiny_model().state_dict()}, tmp_path / "weights.pth")
     with pytest.raises(CheckpointError, match="lacks"):

@@ -124,6 +124,19 @@ def test_monitor_logged_during_pretraining(tmp_path, pretrained_demo_run):
     assert "eval knn_top1" in series and "eval knn_time_s" not in series
 
 
+def test_the_pretraining_hook_scores_every_few_epochs_and_the_last(tmp_path):
+    """``knn.every=2`` over 3 epochs: after epochs 2 and 3 (the last), as the training loop numbers them."""
+    from types import SimpleNamespace
+    from crossmae.knn import with_knn
+    for split in ("train", "val"):
+        _write_solid(tmp_path / split / "a", (255, 0, 0), 1, "r")
+        _write_solid(tmp_path / split / "b", (0, 0, 255), 1, "b")
+    knn = SimpleNamespace(path=str(tmp_path), every=2, train_images=0, val_images=0, k=1, temperature=0.07,
+                          batch_size=2, num_workers=0, pool="avg")
+    evaluate = with_knn(lambda model, epoch: {"loss": 1.0}, knn, 8, 3, tmp_path)
+    assert ["knn_top1" in evaluate(MeanColourEncoder(), epoch) for epoch in (1, 2, 3)] == [False, True, True]
+
+
 def test_bad_settings_fail_up_front(tmp_path):
     with pytest.raises(ValueError, match="temperature"):
         KnnMonitor(tmp_path, 32, temperature=0)

@@ -128,3 +128,9 @@ def test_classification_evaluation_where_stderr_is_a_file_has_no_bar(stderr):
     metrics = evaluate(torch.nn.Linear(4, 2), build_eval_loader(dataset, 2, 0, 0, 1), torch.device("cpu"), "fp32",
                        expected=6)
     assert metrics["num_samples"] == 6 and "\r" not in err.getvalue()
+
+
+def test_setting_up_logging_does_not_claim_the_run_dir(tmp_path):
+    """Claiming it (the lock, the clean-up of killed runs' leftovers) is run_task's own, explicit call."""
+    setup_logging(tmp_path)
+    assert not (tmp_path / "run.lock").exists()

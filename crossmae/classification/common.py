@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -10,7 +11,8 @@ import torch
 from ..config import to_dict
 from ..data import build_loader
 from ..engine.checkpoint import load_checkpoint, load_model_state, model_state
-from ..engine.logging import write_json
+from ..engine.loop import Evaluator
+from ..engine.task import RunContext, Task
 from .data import check_classes, check_same_classes, dataset_name, imagefolder_dataset, resolve_demo
 from .evaluate import build_eval_loader, evaluate
 from .model import ARCH_FIELDS, build_classifier, describe, load_encoder, resolve_arch
@@ -83,10 +85,10 @@ def train_loader(cfg, dataset, dist):
                         pin_memory=cfg.data.pin_memory and dist.device.type == "cuda")
 
 
-def make_evaluator(cfg, val, dist) -> Callable[[torch.nn.Module], dict]:
+def make_evaluator(cfg, val, dist) -> Evaluator:
     loader = build_eval_loader(val, cfg.eval_batch_size or cfg.batch_size, cfg.data.num_workers, dist.rank,
                                dist.world_size, pin_memory=cfg.data.pin_memory and dist.device.type == "cuda")
-    return lambda module: evaluate(module, loader, dist.device, cfg.precision, expected=len(val))
+    return lambda module, epoch: evaluate(module, loader, dist.device, cfg.precision, expected=len(val))
 
 
 def load_trained(model: torch.nn.Module, path: str) -> dict:
@@ -98,14 +100,40 @@ def load_trained(model: torch.nn.Module, path: str) -> dict:
     return ckpt
 
 
-def write_results(cfg, task: str, out_dir: Path, metrics: dict, pretrained: str, is_main: bool,
-                  **extra) -> dict:
+def eval_only_task(name: str, ctx: RunContext, model: torch.nn.Module, evaluator: Evaluator, pretrained: str) -> Task:
+    """Evaluate the trained classifier ``ctx.eval_checkpoint()`` (``resume=``); results.json names the
+    pretraining checkpoint it came from when its config recorded one."""
+    cfg, path = ctx.cfg, ctx.eval_checkpoint()
+    ckpt = load_trained(model, path)
+    pretrained = (ckpt.get("config") or {}).get("pretrained") or pretrained  # what it was actually trained from
+
+    def timed(module, epoch) -> dict:
+        start = time.time()
+        return {**evaluator(module, epoch), "eval_time_s": time.time() - start}
+
+    def results(metrics: dict, trainer) -> dict:
+        logger.info("%s on %d images: top1 %.2f  top5 %.2f", path, metrics["num_samples"], metrics["top1"],
+                    metrics["top5"])
+        return results_summary(cfg, name, metrics, pretrained, evaluated=str(Path(path).resolve()))
+    return Task(name, model, results, timed, eval_epoch=ckpt.get("epoch"))
+
+
+def trained_results(name: str, label: str, cfg, pretrained: str) -> Callable:
+    """``Task.results`` of a training run: the best top-1 beside the final one; ``label`` names it in the log."""
+    def results(metrics: dict, trainer) -> dict:
+        if trainer.best is not None:
+            metrics["best_top1"] = trainer.best
+        logger.info("%s done: top1 %.2f (best %.2f), top5 %.2f", label, metrics["top1"],
+                    trainer.best or metrics["top1"], metrics["top5"])
+        return results_summary(cfg, name, metrics, pretrained)
+    return results
+
+
+def results_summary(cfg, task: str, metrics: dict, pretrained: str, **extra) -> dict:
     # a random-init control has no pretraining checkpoint, whatever architecture it borrowed
     summary = {"task": task, "dataset": dataset_name(cfg.data), "checkpoint": "" if cfg.random_init else pretrained,
                "random_init": bool(cfg.random_init), "metrics": metrics, "config": to_dict(cfg), **extra}
     arch = {k: getattr(cfg.model, k, None) for k in (*ARCH_FIELDS, "family", "hiera")}  # resolved by create_model
     if arch["family"] == "hiera" or all(arch[k] is not None for k in ARCH_FIELDS):
         summary["model_description"] = describe(arch)
-    if is_main:
-        write_json(out_dir / "results.json", summary)
     return summary

@@ -15,16 +15,13 @@ from typing import Iterable
 from ..userfiles import parse_json
 from .checkpoint import atomic_write
 from .distributed import is_main_process
-from .rundir import lock_run_dir
 
 logger = logging.getLogger("crossmae")
 
 
 def setup_logging(output_dir: str | Path | None = None) -> None:
-    """Console (rank 0 only, warnings from every rank) + ``<output_dir>/log.txt``.
-
-    Every task calls this before it writes anything, so this is where rank 0 claims ``output_dir``
-    (``rundir.lock_run_dir``: a second run on the same directory stops here with one clear message)."""
+    """Console (rank 0 only, warnings from every rank) + ``<output_dir>/log.txt``. Claiming ``output_dir``
+    is a separate call (``task.claim_run_dir``), made right after this one, so the lock's warnings reach log.txt."""
     use_bars()  # a bad CROSSMAE_PROGRESS fails now, not after the data is set up
     root = logging.getLogger("crossmae")
     root.handlers.clear()
@@ -39,10 +36,6 @@ def setup_logging(output_dir: str | Path | None = None) -> None:
         file.setFormatter(fmt)
         root.addHandler(file)
     root.propagate = False
-    if output_dir is not None and is_main_process():
-        # before anything is written there (log.txt opens at its first record, so the lock's warnings
-        # about a stale lock or leftover temporary files reach it)
-        lock_run_dir(output_dir)
 
 
 # ------------------------------------------------------------------ progress

@@ -1,5 +1,5 @@
 """The one training loop. A task supplies a model, a data loader, ``loss_fn(model, batch)`` and,
-optionally, ``evaluate(model) -> metrics``; the loop does the rest: DDP, gradient accumulation,
+optionally, ``evaluate(model, epoch) -> metrics`` (``epoch``: the epochs trained so far); the loop does the rest: DDP, gradient accumulation,
 mixed precision, clipping, per-step learning rate, logging, evaluation, checkpoints and resume.
 
 Reproducibility: at the start of every epoch the RNGs are seeded from (seed, epoch, rank) and the
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
+import inspect
 import logging
 import math
 import os
@@ -43,6 +44,16 @@ RESUME_HINT = ("Resume it with the config it was trained with (config.yaml besid
                "afresh: a new output_dir and no resume=.")
 
 LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict]"]
+Evaluator = Callable[[nn.Module, int], dict]  # (model, epochs trained) -> metrics
+
+
+def takes_epoch(evaluate: Callable) -> Evaluator:
+    """``evaluate`` as an :data:`Evaluator`: one that takes the model alone (it needs no epoch) is wrapped."""
+    try:
+        inspect.signature(evaluate).bind(None, 0)
+        return evaluate
+    except TypeError:
+        return lambda model, epoch: evaluate(model)
 
 
 def resolve_precision(precision: str, device: torch.device, allow_cpu: bool = False) -> str:
@@ -148,7 +159,8 @@ class Trainer:
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, train_loader,
                  lr_schedule: Callable[[int], float], loss_fn: LossFn, epochs: int, output_dir: str | Path,
                  dist: DistInfo, accum_iter: int = 1, clip_grad: float | None = None, precision: str = "auto",
-                 compile: bool | str = False, evaluate: Callable[[nn.Module], dict] | None = None, eval_every: int = 1,
+                 compile: bool | str = False, evaluate: Evaluator | Callable[[nn.Module], dict] | None = None,
+                 eval_every: int = 1,
                  best_metric: str | None = None, save_every: int = 1, keep_every: int = 0,
                  config: dict | None = None, seed: int = 0, log_every: int = 20, find_unused_parameters: bool = False,
                  tensorboard: bool = True, allow_cpu_autocast: bool = False,
@@ -175,7 +187,7 @@ class Trainer:
         self.clip_grad = clip_grad
         self.precision = resolve_precision(precision, dist.device, allow_cpu=allow_cpu_autocast)
         self.scaler = torch.amp.GradScaler(dist.device.type, enabled=self.precision == "fp16")
-        self.evaluate = evaluate
+        self.evaluate = takes_epoch(evaluate) if evaluate is not None else None
         self.eval_every = eval_every
         self.best_metric = best_metric
         self.save_every = save_every
@@ -197,7 +209,7 @@ class Trainer:
         self.rollbacks = 0
         self.last_good: tuple[Path, int] | None = None  # the newest finite checkpoint written or resumed: (path, epoch)
         self._initial_state: dict | None = None  # what a rollback before the first checkpoint restores
-        if dist.is_main:  # tasks claimed it in setup_logging already; this covers direct users of the Trainer
+        if dist.is_main:  # tasks claimed it in run_task already; this covers direct users of the Trainer
             lock_run_dir(self.output_dir)
         self.run_log = RunLogger(self.output_dir, tensorboard=tensorboard)
 
@@ -390,7 +402,7 @@ class Trainer:
             record["skipped_images"] = skipped()
         last = epoch + 1 == self.epochs
         if self.evaluate is not None and ((epoch + 1) % self.eval_every == 0 or last):
-            metrics = self.evaluate(self.module)
+            metrics = self.evaluate(self.module, epoch + 1)
             check_eval_losses(metrics, epoch + 1)  # a NaN evaluation is never a result to keep
             self.last_eval = metrics
             record["eval"] = metrics

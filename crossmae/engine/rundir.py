@@ -1,7 +1,7 @@
 """One run per output directory: a lock file naming its holder, and the clean-up of what killed runs leave.
 
-``lock_run_dir(out_dir)`` is called by ``setup_logging`` (and again, harmlessly, by the ``Trainer``), which
-every task calls before it writes anything, on rank 0 only. The lock file ``<out_dir>/run.lock`` holds the
+``lock_run_dir(out_dir)`` is called by ``task.claim_run_dir`` (and again, harmlessly, by the ``Trainer``), which
+every task's run makes before it writes anything, on rank 0 only. The lock file ``<out_dir>/run.lock`` holds the
 holder's pid, host, start time and command. It is removed at exit (normal, exception, SIGTERM). A lock
 left by a killed run is taken over with a warning when its holder is provably gone: same host and the
 pid no longer alive (or reused by another process), or an earlier start of the same SLURM job (a

@@ -123,15 +123,27 @@ def test_malformed_masks_and_image_sizes_fail_when_the_file_is_opened(coco_copy,
         load_coco(ann)
 
 
+@pytest.mark.parametrize("spelling", [["--eval-only"], ["eval_only=true"]], ids=["flag", "config-field"])
 def test_eval_only_with_weights_of_another_model_is_one_message(synthetic_coco, tiny_checkpoint, tiny_det_args,
-                                                                tmp_path, capsys):
-    """--eval-only given a pretraining checkpoint (not a trained detector): one line saying what differs."""
+                                                                tmp_path, capsys, spelling):
+    """--eval-only (or the config field every task has) given a pretraining checkpoint, not a trained
+    detector: one line saying what differs."""
     from det.train import cli
     args = tiny_det_args + [f"data.root={synthetic_coco}", f"output_dir={tmp_path / 'run'}",
                             f"weights={tiny_checkpoint}"]
-    assert cli(["--eval-only"] + args) == 2
+    assert cli(spelling + args) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "trained detector" in err and "Traceback" not in err
+
+
+def test_the_eval_only_keyword_of_run_still_evaluates_with_a_deprecation_warning(synthetic_coco, tiny_checkpoint,
+                                                                                 tiny_det_args, tmp_path):
+    from crossmae.config import load_config
+    from det.train import DetConfig, run
+    cfg = load_config(DetConfig, None, tiny_det_args + [f"data.root={synthetic_coco}", f"output_dir={tmp_path}",
+                                                        f"weights={tiny_checkpoint}"])
+    with pytest.deprecated_call(), pytest.raises(Exception, match="trained detector"):  # it went to evaluation
+        run(cfg, eval_only=True)
 
 
 # ------------------------------------------------------------------ content the evaluator would read (issue 20 §2)
