@@ -7,13 +7,8 @@ import importlib
 import sys
 
 from .errors import original_message
+from .tasks import TASKS
 
-# command -> (module with main(config, overrides), help)
-COMMANDS = {
-    "pretrain": ("crossmae.pretrain", "pretrain CrossMAE or MAE (no config: the embedded demo)"),
-    "finetune": ("crossmae.finetune", "fine-tune a pretrained encoder for classification (eval_only=true: evaluate)"),
-    "linprobe": ("crossmae.linprobe", "linear probe of a frozen pretrained encoder"),
-}
 DEMO_CONFIG = "configs/pretrain/demo.yaml"
 
 # what bad input raises (ConfigError and CheckpointError are ValueErrors): reported in one line, exit code 2
@@ -85,11 +80,15 @@ def checked(owner: type, field: str, kind=int):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crossmae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    commands = {}
-    for name, (_, help_text) in COMMANDS.items():
-        p = commands[name] = sub.add_parser(name, help=help_text)
-        p.add_argument("--config", help="YAML recipe under configs/")
-        p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.blr=1e-4 model.pred_ratio=0.25")
+    commands, tasks = {}, {}
+    for name, task in TASKS.items():
+        # a task with its own command line parses it itself (below): here only its name and help
+        p = sub.add_parser(name, help=task.help, aliases=task.aliases, add_help=task.cli is None)
+        for alias in (name, *task.aliases):
+            commands[alias], tasks[alias] = p, task
+        if task.cli is None:
+            p.add_argument("--config", help="YAML recipe under configs/")
+            p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.blr=1e-4 model.pred_ratio=0.25")
     knn = commands["knn"] = sub.add_parser("knn", help="kNN top-1 of a pretraining checkpoint's encoder features "
                                                       "(k=20, cosine, DINO's weighted votes; crossmae/knn.py)")
     knn.add_argument("--checkpoint", required=True, help="a pretraining checkpoint of this toolkit")
@@ -114,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in commands:
         parser.parse_args(argv)  # --help, or the error naming the valid commands
+    task = tasks.get(argv[0])
+    if task is not None and task.cli:
+        return getattr(importlib.import_module(task.module), task.cli)(argv[1:])
     # argparse's intermixed parsing (options after key=value overrides) does not support subparsers:
     # the command's own parser does it
     args = commands[argv[0]].parse_intermixed_args(argv[1:])
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == "export":
         from .export import main as export
         return report_errors("crossmae export", export, args)
-    module = importlib.import_module(COMMANDS[argv[0]][0])
+    module = importlib.import_module(task.module)
     return report_errors(f"crossmae {argv[0]}", module.main, args.config, args.overrides)
 
 

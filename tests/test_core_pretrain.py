@@ -88,10 +88,7 @@ def test_effective_batch_and_lr_rules():
 
 
 def test_slurm_submission_dry_run(capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("submit_slurm", REPO / "tools/submit_slurm.py")
-    submit = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(submit)
+    from tools import submit_slurm as submit
     assert submit.main(["--nodes", "2", "--partition", "gpu", "--dry-run", "--", "pretrain", "--config", DEMO]) == 0
     out = capsys.readouterr().out
     assert "crossmae pretrain --config" in out and "'nodes': 2" in out and "'tasks_per_node': 8" in out

@@ -1,27 +1,17 @@
 """A short run of tools/fault_inject.py: tiny runs SIGKILLed (inside checkpoint writes and at a random moment
 of training), restarted until they finish, must end bitwise where an uninterrupted run ends."""
-import importlib.util
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tiny import REPO
+from tools import fault_inject as fi
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("_tool_fault_inject", REPO / "tools" / "fault_inject.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_killed_and_restarted_runs_end_bitwise_equal_to_uninterrupted_ones(tmp_path):
-    fi = load_tool()
     Fault = fi.Fault
     plans = {
         # killed: in the middle of the first write (a partial temporary file left), after the snapshot
@@ -55,7 +45,6 @@ def test_a_transient_nan_under_rollback_ends_where_a_manual_restart_at_half_the_
     checkpoint.pth write, and a restart. The run rolls back to epoch 1's checkpoint, halves the lr, and ends
     with finite checkpoints bitwise equal to a run that never diverged: stopped after epoch 1's checkpoint
     and resumed by hand with optim.blr and optim.min_lr halved (tools/fault_inject.py, check_divergence)."""
-    fi = load_tool()
     for task in ("pretrain", "finetune"):  # every task's schema has on_divergence; fine-tuning shows the rest
         report = fi.check_divergence(task, tmp_path, nan_step=6, epochs=3, rerun=False, timeout_s=300)
         assert not report.problems, report.summary()

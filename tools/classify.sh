@@ -8,11 +8,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TASK="$1"; shift
-case "$TASK" in
-  finetune|linprobe) ENTRY=(-m crossmae.cli "$TASK") ;;
-  cls_transfer) ENTRY=(-m cls_transfer) ;;
+case "$TASK" in  # the classification tasks: a configs/$TASK/demo.yaml each, and a pretrained encoder
+  finetune|linprobe|cls_transfer) ;;
   *) echo "unknown task $TASK (finetune, linprobe, cls_transfer)" >&2; exit 2 ;;
 esac
+ENTRY=(-m crossmae.cli "$TASK")  # the program of each task: crossmae/tasks.py (cls_transfer: cls-transfer's alias)
 if [ $# -eq 0 ]; then
   exec "$ROOT/tools/launch.sh" "${ENTRY[@]}" --config "$ROOT/configs/$TASK/demo.yaml"
 fi

@@ -33,6 +33,7 @@ schedule's every term scales by 2**-1), so the two lrs are bitwise equal and so 
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import math
@@ -48,7 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
+if not __package__:  # run as `python tools/<name>.py`: the checkout's root on sys.path (tools/_checkout.py)
+    import _checkout  # noqa: F401
 FAULT_ENV = "CROSSMAE_FAULT_INJECT"  # read only by this script's child mode
 SAVE_PHASES = ("write", "rename", "after")
 KINDS = ("timer", "fit", *SAVE_PHASES, "none")  # none: no kill (a start with only a NaN injected)
@@ -519,10 +521,8 @@ def child_main(task: str, out_dir: str, data_dir: str, epochs: str, *extra: str)
     if os.environ.get(FAULT_ENV):
         install_fault(os.environ[FAULT_ENV])
     from crossmae.cli import report_errors
-    if task == "pretrain":
-        from crossmae.pretrain import main
-    else:
-        from crossmae.finetune import main
+    from crossmae.tasks import TASKS
+    main = importlib.import_module(TASKS[task].module).main
     return report_errors(f"fault_inject {task}", main, None,
                          task_overrides(task, Path(out_dir), Path(data_dir), int(epochs)) + list(extra))
 

@@ -45,7 +45,8 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+if not __package__:  # run as `python tools/<name>.py`: the checkout's root on sys.path (tools/_checkout.py)
+    import _checkout  # noqa: F401
 
 import torch  # noqa: E402
 
@@ -253,7 +254,7 @@ def loader(args) -> dict:
     from torch.utils.data import DataLoader, RandomSampler
 
     from crossmae.data.fast_rrc import FastPretrainFolder
-    bench_data = _load_tool("bench_data")
+    from tools import bench_data
     root = bench_data.make_jpeg_set(Path(args.output_dir) / "jpegs", args.loader_images)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []
@@ -323,16 +324,15 @@ def tasks(args) -> dict:
     dev = f"device={args.task_device}"
     out_dir = Path(args.output_dir) / "tasks"
     ckpt = out_dir / "pretrain" / "checkpoint.pth"
-    runs = [
-        ("pretrain", [sys.executable, "-m", "crossmae.cli", "pretrain", "--config", "configs/pretrain/demo.yaml",
-                      f"output_dir={out_dir / 'pretrain'}", "epochs=1", dev, "num_vis=0"]),
-        ("finetune", [sys.executable, "-m", "crossmae.cli", "finetune", "--config", "configs/finetune/demo.yaml",
-                      f"pretrained={ckpt}", f"output_dir={out_dir / 'finetune'}", "epochs=1", dev]),
-        ("det", [sys.executable, "-m", "det.train", "--config", "configs/det/tiny_cpu.yaml", f"pretrained={ckpt}",
-                 f"output_dir={out_dir / 'det'}", "epochs=1", "eval_every=1", dev]),
-        ("seg", [sys.executable, "-m", "seg.train", "--config", "configs/seg/demo.yaml", f"pretrained={ckpt}",
-                 f"output_dir={out_dir / 'seg'}", "max_iters=20", "iters_per_epoch=10", "eval_every=2", "optim.warmup_iters=5", dev]),
-    ]
+    tiny = {  # task -> its tiny run (every task is a crossmae command: crossmae/tasks.py)
+        "pretrain": ["--config", "configs/pretrain/demo.yaml", "epochs=1", "num_vis=0"],
+        "finetune": ["--config", "configs/finetune/demo.yaml", f"pretrained={ckpt}", "epochs=1"],
+        "det": ["--config", "configs/det/tiny_cpu.yaml", f"pretrained={ckpt}", "epochs=1", "eval_every=1"],
+        "seg": ["--config", "configs/seg/demo.yaml", f"pretrained={ckpt}", "max_iters=20", "iters_per_epoch=10",
+                "eval_every=2", "optim.warmup_iters=5"],
+    }
+    runs = [(task, [sys.executable, "-m", "crossmae.cli", task, *extra, f"output_dir={out_dir / task}", dev])
+            for task, extra in tiny.items()]
     return _run_commands(runs, out_dir, args.task_timeout)
 
 
@@ -421,7 +421,7 @@ def loop(args) -> dict:
 
 def dense(args) -> dict:
     need_cuda()
-    bench = _load_tool("bench_dense")
+    from tools import bench_dense as bench
     device = torch.device("cuda")
     timing = dict(repeats=args.dense_repeats, steps_per_repeat=3, warmup=2)
     rows = []
@@ -432,14 +432,6 @@ def dense(args) -> dict:
     from crossmae.analysis.benchmark import peak_tflops
     bench.add_mfu(rows, args.peak_tflops or peak_tflops(torch.cuda.get_device_name(0)))
     return {"data": {"rows": rows}, "table": bench.table(rows)}
-
-
-def _load_tool(name: str):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _sync() -> None:

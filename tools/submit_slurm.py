@@ -4,8 +4,8 @@
     python tools/submit_slurm.py --nodes 4 --gpus-per-node 8 --partition gpu --timeout 4320 -- \
         pretrain --config configs/pretrain/crossmae_vit_large.yaml data.path=/data/imagenet
 
-The command after ``--`` is a ``crossmae`` command (pretrain, finetune, linprobe), or ``det``, ``seg`` or
-``cls_transfer`` followed by the arguments of tools/train_vitdet.py, tools/train_seg.py or ``python -m cls_transfer``.
+The command after ``--`` is a ``crossmae`` command: a task of crossmae/tasks.py (pretrain, finetune, linprobe,
+det, seg, cls-transfer) and its arguments.
 
 A job stopped at its time limit or preempted is requeued and resumes from ``<output_dir>/checkpoint.pth``.
 """
@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+if not __package__:  # run as `python tools/<name>.py`: the checkout's root on sys.path (tools/_checkout.py)
+    import _checkout  # noqa: F401
 
 
 class Task:
@@ -24,27 +27,18 @@ class Task:
         import submitit
         # sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT from the SLURM job
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        return run_command(self.argv)
+        from crossmae.cli import main
+        return main(self.argv)
 
     def checkpoint(self):
         import submitit
         return submitit.helpers.DelayedSubmission(Task(self.argv))  # auto-resume picks up checkpoint.pth
 
 
-def run_command(argv: list[str]) -> int:
-    import importlib
-    downstream = {"det": "det.train", "seg": "seg.train", "cls_transfer": "cls_transfer.__main__"}
-    if argv and argv[0] in downstream:
-        return importlib.import_module(downstream[argv[0]]).cli(argv[1:])
-    from crossmae.cli import main
-    return main(argv)
-
-
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    if "--" not in argv:
-        raise SystemExit("usage: submit_slurm.py [options] -- <crossmae command and arguments>")
-    split = argv.index("--")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    usage = "submit_slurm.py [options] -- <crossmae command and arguments>"
+    split = argv.index("--") if "--" in argv else len(argv)
+    p = argparse.ArgumentParser(usage=usage, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--cpus-per-task", type=int, default=10)
@@ -56,7 +50,10 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--job-dir", default="output/slurm/%j")
     p.add_argument("--name", default="crossmae")
     p.add_argument("--dry-run", action="store_true", help="print the executor parameters, submit nothing")
-    return p.parse_args(argv[:split]), argv[split + 1:]
+    args = p.parse_args(argv[:split])  # --help too
+    if split == len(argv):
+        raise SystemExit(f"usage: {usage}")
+    return args, argv[split + 1:]
 
 
 def main(argv: list[str]) -> int:

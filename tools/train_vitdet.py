@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""ViTDet Mask R-CNN on COCO: train, --resume, or --eval-only (same as ``python -m det.train``).
+"""ViTDet Mask R-CNN on COCO: train, --resume, or --eval-only (the same as ``crossmae det`` and ``python -m det.train``).
 
     torchrun --nproc_per_node 8 tools/train_vitdet.py --config configs/det/vitdet_b_100ep.yaml \
         data.root=/data/coco pretrained=/ckpt/crossmae_vit_base.pth output_dir=output/vitdet_b
@@ -7,11 +7,11 @@
         data.root=/data/coco weights=output/vitdet_b/checkpoint.pth output_dir=output/vitdet_b_eval
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+if not __package__:  # run as `python tools/<name>.py`: the checkout's root on sys.path (tools/_checkout.py)
+    import _checkout  # noqa: F401
 
-from det.train import cli  # noqa: E402
+from crossmae.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main(["det", *sys.argv[1:]]))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tools_fixtures import load_tool
 
-bench = load_tool("bench_dense")
+from tools import bench_dense as bench
 
 TINY = {"det": ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.window_size=4",
                 "model.global_attn_indexes=[1]", "image_size=64", "model.pretrain_img_size=64", "model.fpn_channels=16",

@@ -6,11 +6,11 @@ import json
 import logging
 
 from omegaconf import OmegaConf
-from tools_fixtures import load_tool
 
 from crossmae.analysis import collect as C
 from crossmae.config import PretrainConfig, load_config
 from tiny import TINY_CROSSMAE
+from tools import collect as tool
 
 
 def _pretrain_run(d, name="run"):
@@ -52,13 +52,11 @@ def test_results_cut_mid_write_every_byte(tmp_path, capsys):
         assert rows == [] and [p.kind for p in problems] == ["corrupt"], at
     (run / "config.yaml").write_text("model:\n  name: crossmae_vit_small_patch16\n  img_size:")
     (run / "results.json").write_text(text)
-    tool = load_tool("collect")
     assert tool.main([str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--no-curves"]) == 0
     assert "0 pretrained checkpoints, 1 problems" in capsys.readouterr().out
 
 
 def test_collect_cli_bad_references_is_one_line(tmp_path, capsys):
-    tool = load_tool("collect")
     _pretrain_run(tmp_path / "runs")
     bad = tmp_path / "refs.yaml"
     bad.write_text("results: [\n")
@@ -93,7 +91,7 @@ def test_deeply_nested_files_are_problems_and_the_table_is_still_written(tmp_pat
          "metrics": {"top1": [[[[[[[[1.0]]]]]]]]}}))  # a readable file with a non-number metric: a problem too
 
     out = tmp_path / "tables"
-    assert load_tool("collect").main([str(runs), "--output-dir", str(out)]) == 0
+    assert tool.main([str(runs), "--output-dir", str(out)]) == 0
     captured = capsys.readouterr()
     assert "1 pretrained checkpoints, 4 problems" in captured.out
     assert (out / "results.csv").is_file() and (out / "curves.png").is_file()
@@ -115,7 +113,7 @@ def test_deeply_nested_references_file_is_one_line(tmp_path, capsys):
     _pretrain_run(tmp_path / "runs")
     refs = tmp_path / "refs.yaml"
     refs.write_text("results: " + DEEP_YAML + "\n")
-    assert load_tool("collect").main([str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"),
+    assert tool.main([str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"),
                                       "--references", str(refs)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(refs) in err[0] and "nested" in err[0], err

@@ -6,11 +6,9 @@ import json
 
 import pytest
 import torch
-from tools_fixtures import load_tool
 
 from tiny import tiny_model
-
-gpu_check = load_tool("gpu_check")
+from tools import gpu_check
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only report")
@@ -75,7 +73,7 @@ def test_device_decode_psnr_against_the_cpu_path(tmp_path, monkeypatch):
 
     from crossmae.data import fast_device
     from crossmae.data.fast_device import EncodedCropFolder
-    bench_data = gpu_check._load_tool("bench_data")
+    from tools import bench_data
     root = bench_data.make_jpeg_set(tmp_path / "jpegs", 6)
     torch.manual_seed(0)
     encoded = EncodedCropFolder(root, 224, 0.2)

@@ -1,7 +1,7 @@
-"""tools/paper_row.py: the row's commands (dry run), the idempotent rerun logic, the toy preset's plumbing."""
+"""tools/paper_row.py: the row's commands (dry run); tools/runs.py: the idempotent rerun logic;
+tools/toy_preset.py: the toy preset's plumbing."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
@@ -10,10 +10,9 @@ import torch
 
 from tools_fixtures import REPO
 
-# imported by hand (tools/ is no package) and registered: its dataclasses need their module in sys.modules
-_spec = importlib.util.spec_from_file_location("_tool_paper_row", REPO / "tools" / "paper_row.py")
-pr = sys.modules["_tool_paper_row"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pr)
+from tools import paper_row as pr
+from tools import runs
+from tools import toy_preset as toy
 
 
 @pytest.fixture
@@ -40,10 +39,11 @@ def test_dry_run_lists_all_six_tasks_for_vit_b(vit_b_checkpoint, roots_file, tmp
     ckpt = f"pretrained={vit_b_checkpoint.resolve()}"
     expected = {"finetune": ("crossmae.cli finetune", "configs/finetune/vit_base.yaml", "data.path=/d/imagenet"),
                 "linprobe": ("crossmae.cli linprobe", "configs/linprobe/vit_base.yaml", "data.path=/d/imagenet"),
-                "det": ("tools/train_vitdet.py", "configs/det/vitdet_b_100ep.yaml", "data.root=/d/coco"),
-                "seg": ("tools/train_seg.py", "configs/seg/upernet_vit_base_ade20k.yaml", "data.path=/d/ade"),
-                "inat2019": ("-m cls_transfer", "configs/cls_transfer/inat2019_vit_base.yaml", "data.path=/d/inat"),
-                "places365": ("-m cls_transfer", "configs/cls_transfer/places365_vit_base.yaml",
+                "det": ("crossmae.cli det", "configs/det/vitdet_b_100ep.yaml", "data.root=/d/coco"),
+                "seg": ("crossmae.cli seg", "configs/seg/upernet_vit_base_ade20k.yaml", "data.path=/d/ade"),
+                "inat2019": ("crossmae.cli cls-transfer", "configs/cls_transfer/inat2019_vit_base.yaml",
+                             "data.path=/d/inat"),
+                "places365": ("crossmae.cli cls-transfer", "configs/cls_transfer/places365_vit_base.yaml",
                               "data.path=/d/places")}
     for name, parts in expected.items():
         header = next(line for line in text.splitlines() if line.startswith(f"[todo] {name}:"))
@@ -81,25 +81,25 @@ def test_bad_input_is_one_error_line(tmp_path, roots_file, vit_b_checkpoint, cap
 
 
 def _task(tmp_path, name="det", metrics=("bbox_AP", "segm_AP")):
-    return pr.Task(name, "det", "cfg.yaml", [], tmp_path / name, metrics)
+    return runs.Task(name, "det", "cfg.yaml", [], tmp_path / name, metrics)
 
 
 def test_task_states_on_fake_output_dirs(tmp_path):
     t = _task(tmp_path)
-    assert pr.task_state(t) == "todo"
+    assert runs.task_state(t) == "todo"
     t.output_dir.mkdir()
     (t.output_dir / "checkpoint.pth").write_bytes(b"x")
-    assert pr.task_state(t) == "partial"
+    assert runs.task_state(t) == "partial"
     (t.output_dir / "results.json").write_text(json.dumps({"metrics": {"bbox_AP": 50.1}}))  # segm_AP missing
-    assert pr.task_state(t) == "partial"
+    assert runs.task_state(t) == "partial"
     (t.output_dir / "results.json").write_text(json.dumps({"metrics": {"bbox_AP": 50.1, "segm_AP": float("nan")}}))
-    assert pr.task_state(t) == "partial"
-    pr.write_status(t, 1, 3.0)
-    assert pr.task_state(t) == "failed"
+    assert runs.task_state(t) == "partial"
+    runs.write_status(t, 1, 3.0)
+    assert runs.task_state(t) == "failed"
     (t.output_dir / "results.json").write_text(json.dumps({"metrics": {"bbox_AP": 50.1, "segm_AP": 44.0}}))
-    assert pr.task_state(t) == "done"
+    assert runs.task_state(t) == "done"
     (t.output_dir / "results.json").write_text("{truncated")
-    assert pr.task_state(t) == "failed"
+    assert runs.task_state(t) == "failed"
 
 
 def test_rerun_skips_done_retries_failed_and_reports_logs(tmp_path, monkeypatch):
@@ -114,28 +114,28 @@ def test_rerun_skips_done_retries_failed_and_reports_logs(tmp_path, monkeypatch)
         body = ("import json, pathlib; p = pathlib.Path(r'%s'); p.mkdir(parents=True, exist_ok=True); "
                 "(p / 'results.json').write_text(json.dumps({'metrics': {'top1': 1.0}}))" % task.output_dir)
         return [sys.executable, "-c", body if task.name == "fresh" else "import sys; print('boom'); sys.exit(1)"]
-    monkeypatch.setattr(pr, "local_command", fake_local)
+    monkeypatch.setattr(runs, "local_command", fake_local)
     lines = []
-    states = pr.run_tasks([done, failing, fresh], "local", say=lines.append)
+    states = runs.run_tasks([done, failing, fresh], "local", say=lines.append)
     assert ran == ["failing", "fresh"]
     assert [t.name for t in states["done"]] == ["done", "fresh"] and [t.name for t in states["failed"]] == ["failing"]
     assert f"FAILED: failing: see {failing.log}" in lines and "boom" in failing.log.read_text()
     ran.clear()
-    states = pr.run_tasks([done, failing, fresh], "local", say=lines.append)
+    states = runs.run_tasks([done, failing, fresh], "local", say=lines.append)
     assert ran == ["failing"]  # finished ones skipped, the failed one retried
     ran.clear()
     fresh2 = _task(tmp_path, "fresh", ("top1",))
     fresh2.output_dir = tmp_path / "fresh2"
-    states = pr.run_tasks([failing, fresh2], "local", say=lines.append, jobs=2)  # side by side: same bookkeeping
+    states = runs.run_tasks([failing, fresh2], "local", say=lines.append, jobs=2)  # side by side: same bookkeeping
     assert sorted(ran) == ["failing", "fresh"]
     assert [t.output_dir.name for t in states["done"]] == ["fresh2"] and states["failed"] == [failing]
 
 
 def test_toy_tasks_identical_recipe_for_every_init(tmp_path):
-    pretrain, downstream = pr.toy_tasks(tmp_path, "toy")
+    pretrain, downstream = toy.toy_tasks(tmp_path, "toy")
     assert [t.group["init"] for t in pretrain] == ["CrossMAE γ=0.25", "CrossMAE γ=0.75", "MAE"]
     assert len(downstream) == 4 * (4 + 1) * 3  # 4 inits x (4 trained runs + kNN) x 3 seeds
-    for run in [*pr.TOY_TASKS, "knn"]:
+    for run in [*toy.TOY_TASKS, "knn"]:
         runs = [t for t in downstream if t.group["run"] == run and t.group["seed"] == 0]
         assert len(runs) == 4 and len({t.config for t in runs}) == 1
 
@@ -157,7 +157,7 @@ def _fake_results(task, metrics: dict, evals: list[tuple[int, dict]] = ()):
 def test_toy_table_has_mask_ap_and_knn_columns_and_curves(tmp_path):
     """Fake finished runs: each column's cell is the mean ± sample std of its seeds' values, the det run
     fills both box and mask AP, and the curves average the seeds' evaluations per epoch."""
-    pretrain, downstream = pr.toy_tasks(tmp_path, "toy")
+    pretrain, downstream = toy.toy_tasks(tmp_path, "toy")
     values = {"linprobe": {"top1": 50.0}, "finetune": {"top1": 60.0}, "seg": {"mIoU": 40.0}, "knn": {"knn_top1": 30.0}}
     for t in downstream:
         if t.group["init"] == "random init" and t.group["seed"] == 2:
@@ -168,7 +168,7 @@ def test_toy_table_has_mask_ap_and_knn_columns_and_curves(tmp_path):
                           [(5, {"bbox_AP": 1.0 + t.group["seed"]}), (10, {"bbox_AP": box})])
         else:
             _fake_results(t, values[t.group["run"]])
-    header, _, *rows = pr.toy_table(pretrain, downstream).splitlines()
+    header, _, *rows = toy.toy_table(pretrain, downstream).splitlines()
     assert "det mask AP" in header and "kNN top-1" in header and "det box AP" in header
     cells = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in rows}
     names = [c.strip() for c in header.split("|")[2:-1]]
@@ -178,10 +178,10 @@ def test_toy_table_has_mask_ap_and_knn_columns_and_curves(tmp_path):
     assert float(mae["decoder GFLOPs / image (train)"]) > 0
     rand = dict(zip(names, cells["random init"]))
     assert rand["det box AP"] == "11.0 ± 1.4 (2/3 seeds)" and rand["decoder GFLOPs / image (train)"] == "–"
-    curves = pr.toy_curves(downstream)
+    curves = toy.toy_curves(downstream)
     assert curves["det box AP"]["MAE"] == [(5, 2.0), (10, 12.0)]
     assert curves["det box AP"]["random init"] == [(5, 1.5), (10, 11.0)]
-    pr.plot_toy_curves(curves, tmp_path / "curves.png")
+    toy.plot_toy_curves(curves, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
@@ -192,7 +192,7 @@ def test_toy_smoke_end_to_end(tmp_path):
     out = tmp_path / "toy"
     assert pr.main(["--preset", "toy-smoke", "--output-dir", str(out), "--threads", "1", "--jobs", "2"]) == 0
     table = (out / "toy_results.md").read_text()
-    for row in pr.TOY_INITS:
+    for row in toy.TOY_INITS:
         assert f"| {row} |" in table
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert not any("seeds)" in line for line in rows)  # every cell has all its seeds

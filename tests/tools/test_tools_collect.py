@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tools_fixtures import check_png, load_tool
+from tools_fixtures import check_png
 
 from crossmae.analysis import collect as C
+from tools import collect
 
 
 def write_run(d: Path, results: dict | str | None = None, config_model: dict | None = None, epochs: int = 0) -> Path:
@@ -130,7 +131,7 @@ def test_reference_matching_rules():
 
 def test_collect_tool_writes_tables_and_curves(runs, tmp_path, capsys):
     out = tmp_path / "out"
-    assert load_tool("collect").main([str(runs), "--output-dir", str(out)]) == 0
+    assert collect.main([str(runs), "--output-dir", str(out)]) == 0
     for name in ("results.md", "results.csv", "results.tex"):
         assert (out / name).stat().st_size > 200
     check_png(out / "curves.png")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tools_fixtures import TINY, check_png, load_tool, tiny_crossmae, tiny_mae
+from tools_fixtures import TINY, check_png, tiny_crossmae, tiny_mae
 
 from crossmae.analysis import figures
 from crossmae.analysis.inter_block import inter_block_weights
@@ -169,7 +169,7 @@ def tool_inputs(tmp_path_factory):
 def test_tools_end_to_end(tool_inputs, tmp_path, capsys):
     data, ckpt = tool_inputs
     common = ["--data", str(data), "--num-workers", "0", "--max-images", "6", "--batch-size", "4"]
-    analyze = load_tool("analyze_attention").main
+    from tools.analyze_attention import main as analyze
     assert analyze(["--checkpoint", str(ckpt["mae"]), "--output-dir", str(tmp_path / "mae"), *common]) == 0
     result = json.loads((tmp_path / "mae" / "attention.json").read_text())
     assert result["num_images"] == 6 and len(result["blocks"]) == 3
@@ -179,13 +179,13 @@ def test_tools_end_to_end(tool_inputs, tmp_path, capsys):
     result = json.loads((tmp_path / "cross" / "attention.json").read_text())
     assert result["query"] == 9 and len(result["mean_distance"]) == 2
     check_png(tmp_path / "cross" / "query_maps_q9.png")
-    recon = load_tool("reconstruct").main
+    from tools.reconstruct import main as recon
     assert recon(["--checkpoint", str(ckpt["crossmae"]), "--output-dir", str(tmp_path / "rec"), "--num-vis", "3",
                   *common]) == 0
     psnr = json.loads((tmp_path / "rec" / "psnr.json").read_text())
     assert psnr["num_images"] == 6 and len(psnr["psnr_blocks"]) == 2 and 0 < psnr["psnr"] < 60
     check_png(tmp_path / "rec" / "reconstruction.png")
-    plot = load_tool("plot_inter_block").main
+    from tools.plot_inter_block import main as plot
     assert plot(["--checkpoint", str(ckpt["crossmae"]), "--output", str(tmp_path / "w.png")]) == 0
     check_png(tmp_path / "w.png", min_bytes=3000)
     assert json.loads((tmp_path / "w.json").read_text())["feature_maps"] == ["input", "block 1", "block 2"]

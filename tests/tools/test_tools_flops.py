@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from tools_fixtures import TINY, load_tool, tiny_crossmae, tiny_mae
+from tools_fixtures import TINY, tiny_crossmae, tiny_mae
 
 from crossmae.analysis import benchmark as B
 from crossmae.analysis.flops import build_on, count_flops, meta_model_flops, model_flops, param_counts
@@ -157,11 +157,11 @@ def test_activation_count_frees_its_forward(make):
 def test_bench_tool_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     threads = torch.get_num_threads()
-    rc = load_tool("bench_pretrain").main(["--flop-sizes", "small", "--sizes", "small", "--img-size", "32",
-                                           "--configs", "mae-d8", "cross0.75-d12", "--batch-size", "2",
-                                           "--repeats", "1", "--warmup", "0", "--output", str(out),
-                                           "--model-kwargs",
-                                           json.dumps({k: v for k, v in TINY.items() if k != "img_size"})])
+    from tools import bench_pretrain
+    rc = bench_pretrain.main(["--flop-sizes", "small", "--sizes", "small", "--img-size", "32",
+                              "--configs", "mae-d8", "cross0.75-d12", "--batch-size", "2",
+                              "--repeats", "1", "--warmup", "0", "--output", str(out),
+                              "--model-kwargs", json.dumps({k: v for k, v in TINY.items() if k != "img_size"})])
     assert rc == 0
     assert torch.get_num_threads() == threads  # the tool's single CPU thread is given back
     data = json.loads(out.read_text())

@@ -5,12 +5,13 @@ the tool's own files are replaced (collect names them) and everything else is ke
 non-empty --output-dir it did not make; a rerun into its own tree goes on."""
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
-from tools_fixtures import TINY, load_tool, tiny_crossmae
+from tools_fixtures import TINY, tiny_crossmae
 
 from crossmae.engine import save_checkpoint
 
@@ -57,7 +58,7 @@ def test_collect_refuses_a_non_empty_output_dir(tmp_path, capsys):
     _pretrain_results(tmp_path / "runs")
     out = tmp_path / "tables"
     before = _user_dir(out, ("notes.txt", "results.md"))
-    collect = load_tool("collect").main
+    from tools.collect import main as collect
     assert collect([str(tmp_path / "runs"), "--output-dir", str(out), "--no-curves"]) == 2
     line = _one_error_line(capsys, "collect")
     assert str(out) in line and "--overwrite" in line
@@ -77,11 +78,11 @@ def test_figure_tools_refuse_a_non_empty_output_dir(inputs, tmp_path, capsys):
     for tool, written in (("reconstruct", "psnr.json"), ("analyze_attention", "attention.json")):
         out = tmp_path / tool
         before = _user_dir(out, ("notes.txt", written))
-        assert load_tool(tool).main([*common, "--output-dir", str(out)]) == 2
+        assert importlib.import_module(f"tools.{tool}").main([*common, "--output-dir", str(out)]) == 2
         line = _one_error_line(capsys, tool)
         assert str(out) in line and "--overwrite" in line
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-        assert load_tool(tool).main([*common, "--output-dir", str(out), "--overwrite"]) == 0
+        assert importlib.import_module(f"tools.{tool}").main([*common, "--output-dir", str(out), "--overwrite"]) == 0
         capsys.readouterr()  # its progress bars
         assert (out / "notes.txt").read_bytes() == before["notes.txt"]
         assert (out / written).read_bytes() != before[written] and len(list(out.glob("*.png"))) == 1
@@ -92,7 +93,7 @@ def test_plot_inter_block_refuses_existing_files(tmp_path, capsys):
     ckpt = tmp_path / "ckpt.pth"
     save_checkpoint({"model": model.state_dict(), "epoch": 1, "config": {"model": {
         "name": "crossmae_vit_small_patch16", **TINY, "decoder_depth": 2, "inter_block": True}}}, ckpt)
-    plot = load_tool("plot_inter_block").main
+    from tools.plot_inter_block import main as plot
     for existing in ("w.png", "w.json"):  # the figure, or the weights written beside it
         (tmp_path / existing).write_text("the user's file\n")
         assert plot(["--checkpoint", str(ckpt), "--output", str(tmp_path / "w.png")]) == 2
@@ -105,13 +106,7 @@ def test_plot_inter_block_refuses_existing_files(tmp_path, capsys):
 
 
 def test_paper_row_refuses_a_directory_it_did_not_make(tmp_path, capsys):
-    import importlib.util
-    import sys
-
-    from tools_fixtures import REPO
-    spec = importlib.util.spec_from_file_location("_tool_paper_row", REPO / "tools" / "paper_row.py")
-    pr = sys.modules["_tool_paper_row"] = importlib.util.module_from_spec(spec)  # its dataclasses need this
-    spec.loader.exec_module(pr)
+    from tools import paper_row as pr
     out = tmp_path / "row"
     before = _user_dir(out, ("notes.txt", "toy_results.md"))
     assert pr.main(["--preset", "toy-smoke", "--output-dir", str(out)]) == 2
@@ -124,5 +119,5 @@ def test_paper_row_refuses_a_directory_it_did_not_make(tmp_path, capsys):
 def test_benchmarks_refuse_an_existing_output_file(tool, tmp_path, capsys):
     out = tmp_path / "bench.json"
     out.write_text("the user's results\n")
-    assert load_tool(tool).main(["--output", str(out)]) == 2  # before any timing
+    assert importlib.import_module(f"tools.{tool}").main(["--output", str(out)]) == 2  # before any timing
     assert str(out) in _one_error_line(capsys, tool) and out.read_text() == "the user's results\n"

@@ -1,7 +1,6 @@
 """Helpers shared by the tests of crossmae/analysis and tools/ (a plain module: no second conftest.py)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,6 @@ def tiny_crossmae(**overrides):
 def tiny_mae(**overrides):
     from crossmae.models import build_model
     return build_model("mae_vit_small_patch16", **{**TINY, "decoder_depth": 3, **overrides})
-
-
-def load_tool(name: str):
-    """Import tools/<name>.py as a module (the scripts are launchers, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def check_png(path: Path, min_bytes: int = 5000) -> np.ndarray:
