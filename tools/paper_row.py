@@ -26,7 +26,7 @@ if not __package__:  # run as `python tools/<name>.py`: the checkout's root on s
 
 from crossmae.models.sizes import VIT_SIZES, vit_size_of  # noqa: E402
 from tools.runs import ROOT, Task, run_tasks  # noqa: E402
-from tools.toy_preset import TOY_SIZES, run_toy  # noqa: E402
+from tools.toy_preset import FAMILIES, TOY_SIZES, run_toy, toy_rows  # noqa: E402
 
 # evaluation -> (crossmae task, dataset key in the roots YAML, {size: recipe}, results.json metrics that mark it
 # finished)
@@ -128,6 +128,8 @@ def parse(argv):
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--threads", type=int, default=None, help="OMP threads per local run (CPU)")
     p.add_argument("--jobs", type=int, default=1, help="toy preset: downstream runs side by side (CPU)")
+    p.add_argument("--backbones", default=",".join(FAMILIES),
+                   help="toy preset: the backbone families whose rows run (comma-separated subset of vit,hiera)")
     return p.parse_args(argv)
 
 
@@ -145,7 +147,9 @@ def run(args) -> int:
         if args.slurm:
             raise ValueError("--preset runs locally (or --dry-run), not on SLURM")
         claim_output_dir(out, mode, args.overwrite)
-        return run_toy(out, args.preset, mode, args.threads, jobs=args.jobs)
+        families = tuple(f.strip() for f in args.backbones.split(",") if f.strip())
+        toy_rows(families)  # an unknown family is one line before anything runs
+        return run_toy(out, args.preset, mode, args.threads, jobs=args.jobs, families=families)
     if not args.checkpoint or not args.roots:
         raise ValueError("give --checkpoint and --roots (or --preset toy)")
     if not Path(args.checkpoint).expanduser().is_file():

@@ -1,7 +1,8 @@
 """The CPU toy reproduction of the paper's comparison (``python tools/paper_row.py --preset toy``; README):
-CrossMAE γ=0.25, CrossMAE γ=0.75 and MAE pretrained on toy data, then every init (random init too) through the
-same detection, segmentation, linear-probe, fine-tuning and kNN runs over several seeds; a table of mean ± std,
-decoder FLOPs, learning curves and a colour-only baseline."""
+CrossMAE γ=0.25, CrossMAE γ=0.75 and MAE on a toy ViT, CrossMAE-Hiera γ=0.25 and MAE-Hiera on a toy Hiera,
+pretrained on toy data, then every init (random init of each backbone too) through the same detection,
+segmentation, linear-probe, fine-tuning and kNN runs over several seeds; a table of mean ± std, decoder FLOPs,
+learning curves and a colour-only baseline."""
 from __future__ import annotations
 
 import json
@@ -11,18 +12,27 @@ from pathlib import Path
 
 from tools.runs import ROOT, Task, run_tasks, task_state
 
-TOY_INITS = {  # row -> pretraining overrides (None: random init)
-    "CrossMAE γ=0.25": ["model.name=crossmae_vit_small_patch16", "model.pred_ratio=0.25"],
-    "CrossMAE γ=0.75": ["model.name=crossmae_vit_small_patch16", "model.pred_ratio=0.75"],
-    "MAE": ["model.name=mae_vit_small_patch16"],
-    "random init": None,
+TOY_INITS = {  # row -> (backbone family, pretraining overrides; None: random init)
+    "CrossMAE γ=0.25": ("vit", ["model.name=crossmae_vit_small_patch16", "model.pred_ratio=0.25"]),
+    "CrossMAE γ=0.75": ("vit", ["model.name=crossmae_vit_small_patch16", "model.pred_ratio=0.75"]),
+    "MAE": ("vit", ["model.name=mae_vit_small_patch16"]),
+    "random init": ("vit", None),
+    "CrossMAE-Hiera γ=0.25": ("hiera", ["model.name=crossmae_hiera_tiny_224", "model.pred_ratio=0.25"]),
+    "MAE-Hiera": ("hiera", ["model.name=mae_hiera_tiny_224"]),
+    "random init Hiera": ("hiera", None),
 }
-TOY_TASKS = {  # downstream run -> (entry, config, data override key, dataset folder, results.json metrics)
+FAMILIES = ("vit", "hiera")
+TOY_PRETRAIN = {"vit": "configs/paper_row/toy_pretrain.yaml", "hiera": "configs/paper_row/toy_pretrain_hiera.yaml"}
+TOY_TASKS = {  # downstream run -> (entry, config per family, data override key, dataset folder, results.json metrics)
     # in run order within a seed: the dense tasks (what the preset is for) before the classification ones
-    "det": ("det", "configs/paper_row/toy_det.yaml", "data.root", "shapes", ("bbox_AP", "segm_AP")),
-    "seg": ("seg", "configs/paper_row/toy_seg.yaml", "data.path", "scenes", ("mIoU",)),
-    "linprobe": ("linprobe", "configs/paper_row/toy_linprobe.yaml", "data.path", "photos", ("top1",)),
-    "finetune": ("finetune", "configs/paper_row/toy_finetune.yaml", "data.path", "photos", ("top1",)),
+    "det": ("det", {"vit": "configs/paper_row/toy_det.yaml", "hiera": "configs/paper_row/toy_det_hiera.yaml"},
+            "data.root", "shapes", ("bbox_AP", "segm_AP")),
+    "seg": ("seg", {"vit": "configs/paper_row/toy_seg.yaml", "hiera": "configs/paper_row/toy_seg_hiera.yaml"},
+            "data.path", "scenes", ("mIoU",)),
+    "linprobe": ("linprobe", dict.fromkeys(FAMILIES, "configs/paper_row/toy_linprobe.yaml"), "data.path", "photos",
+                 ("top1",)),
+    "finetune": ("finetune", dict.fromkeys(FAMILIES, "configs/paper_row/toy_finetune.yaml"), "data.path", "photos",
+                 ("top1",)),
 }
 TOY_COLUMNS = {  # table column -> (run, metric); knn: the frozen encoder, scored in this process
     "linear probe top-1": ("linprobe", "top1"), "fine-tune top-1": ("finetune", "top1"),
@@ -40,7 +50,7 @@ TOY_DATA = {"toy": dict(photos=48, shapes=(64, 250), scenes=(64, 200), pool=(150
 
 
 def _slug(label: str) -> str:
-    return label.lower().replace("crossmae γ=", "crossmae_g").replace(".", "").replace(" ", "_")
+    return label.lower().replace(" γ=", "_g").replace(".", "").replace(" ", "_").replace("-", "_")
 
 
 def make_toy_data(out: Path, preset: str) -> Path:
@@ -73,39 +83,51 @@ def make_toy_data(out: Path, preset: str) -> Path:
     return data
 
 
-def toy_tasks(out: Path, preset: str) -> tuple[list[Task], list[Task]]:
-    """(pretraining runs, downstream runs) of a toy preset; identical downstream recipe for every init.
-    The kNN runs (entry "knn") are scored in this process by ``run_knn``, the others are launched."""
+def toy_rows(families: tuple[str, ...] = FAMILIES) -> dict[str, tuple[str, list[str] | None]]:
+    """The rows of TOY_INITS whose backbone family is in ``families``."""
+    unknown = set(families) - set(FAMILIES)
+    if unknown or not families:
+        raise ValueError(f"--backbones takes a comma-separated subset of {','.join(FAMILIES)}, got {','.join(families)}")
+    return {label: row for label, row in TOY_INITS.items() if row[0] in families}
+
+
+def toy_tasks(out: Path, preset: str, families: tuple[str, ...] = FAMILIES) -> tuple[list[Task], list[Task]]:
+    """(pretraining runs, downstream runs) of a toy preset; identical downstream recipe for every init of a
+    backbone family. The kNN runs (entry "knn") are scored in this process by ``run_knn``, the others are launched."""
     size = TOY_SIZES[preset]
     data = out / "data"
-    pre_cfg = str(ROOT / "configs/paper_row/toy_pretrain.yaml")
+    rows = toy_rows(families)
     pretrain, downstream = [], []
-    for label, init in TOY_INITS.items():
+    for label, (family, init) in rows.items():
         if init is None:
             continue
         ov = [*init, f"data.path={data / 'pretrain'}"]
         if size["pretrain_epochs"]:
             ov.append(f"epochs={size['pretrain_epochs']}")
-        pretrain.append(Task(f"pretrain {label}", "pretrain", pre_cfg, ov, out / "pretrain" / _slug(label),
-                             ("fixed_mask_loss",), 1, 1, {"init": label}))
+        pretrain.append(Task(f"pretrain {label}", "pretrain", str(ROOT / TOY_PRETRAIN[family]), ov,
+                             out / "pretrain" / _slug(label), ("fixed_mask_loss",), 1, 1, {"init": label}))
     ckpts = {t.group["init"]: t.output_dir / "checkpoint.pth" for t in pretrain}
-    any_ckpt = next(iter(ckpts.values()))  # the random-init rows borrow this architecture, not its weights
+    # the random-init rows of the classification and kNN runs borrow an architecture of their family, not its weights
+    arch_ckpt = {}
+    for label, (family, init) in rows.items():
+        if init is not None:
+            arch_ckpt.setdefault(family, ckpts[label])
     # seed-major order, random init (the baseline of every row) first: a run stopped part-way has the
     # comparison for every row at the same number of seeds
-    inits = sorted(TOY_INITS.items(), key=lambda item: item[1] is not None)
+    inits = sorted(rows.items(), key=lambda item: item[1][1] is not None)
     for seed in range(size["seeds"]):
-        for run, (entry, cfg, key, folder, metrics) in TOY_TASKS.items():
-            for label, init in inits:
+        for run, (entry, cfgs, key, folder, metrics) in TOY_TASKS.items():
+            for label, (family, init) in inits:
                 ov = [f"{key}={data / folder}", f"seed={seed}", *size["downstream"].get(entry, [])]
                 if init is not None:
                     ov.append(f"pretrained={ckpts[label]}")
                 elif entry in ("linprobe", "finetune"):
-                    ov += [f"pretrained={any_ckpt}", "random_init=true"]
-                downstream.append(Task(f"{entry} {label} seed {seed}", entry, str(ROOT / cfg), ov,
+                    ov += [f"pretrained={arch_ckpt[family]}", "random_init=true"]
+                downstream.append(Task(f"{entry} {label} seed {seed}", entry, str(ROOT / cfgs[family]), ov,
                                        out / entry / f"{_slug(label)}_s{seed}", metrics, 1, 1,
                                        {"init": label, "run": run, "seed": seed}))
-        for label, init in TOY_INITS.items():
-            ov = [f"checkpoint={ckpts.get(label, any_ckpt)}", f"data={data / 'photos'}", f"seed={seed}",
+        for label, (family, init) in rows.items():
+            ov = [f"checkpoint={ckpts.get(label, arch_ckpt[family])}", f"data={data / 'photos'}", f"seed={seed}",
                   f"random_init={init is None}"]
             downstream.append(Task(f"knn {label} seed {seed}", "knn", "", ov, out / "knn" / f"{_slug(label)}_s{seed}",
                                    ("knn_top1",), 1, 1, {"init": label, "run": "knn", "seed": seed}))
@@ -178,9 +200,10 @@ def toy_table(pretrain: list[Task], downstream: list[Task]) -> str:
     flops = {t.group["init"]: decoder_gflops(t) for t in pretrain}
     columns = list(TOY_COLUMNS)
     seeds = max((t.group["seed"] for t in downstream), default=0) + 1
+    labels = dict.fromkeys(t.group["init"] for t in downstream)  # the rows of the tasks given, in TOY_INITS order
     lines = [f"| init | decoder GFLOPs / image (train) | {' | '.join(columns)} |",
              "|---" * (len(columns) + 2) + "|"]
-    for label in TOY_INITS:
+    for label in (label for label in TOY_INITS if label in labels):
         cells = []
         for column in columns:
             vals = toy_values(downstream, label, column)
@@ -196,7 +219,7 @@ def toy_curves(downstream: list[Task]) -> dict[str, dict[str, list[tuple[int, fl
     wanted = {"det box AP": ("det", "bbox_AP"), "det mask AP": ("det", "segm_AP"), "seg mIoU": ("seg", "mIoU")}
     curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for column, (run, metric) in wanted.items():
-        for label in TOY_INITS:
+        for label in dict.fromkeys(t.group["init"] for t in downstream):
             points: dict[int, list[float]] = {}
             for t in downstream:
                 log = t.output_dir / "epoch_log.jsonl"
@@ -219,7 +242,7 @@ def plot_toy_curves(curves: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, max(len(curves), 1), figsize=(4.2 * max(len(curves), 1), 3.4), squeeze=False)
     for ax, (column, by_init) in zip(axes[0], curves.items()):
         for label, points in by_init.items():
-            ax.plot(*zip(*points), marker="o", label=label, linestyle="--" if label == "random init" else "-")
+            ax.plot(*zip(*points), marker="o", label=label, linestyle="--" if label.startswith("random init") else "-")
         ax.set_title(column + " (val, mean over seeds)")
         ax.set_xlabel("epoch (seg: iterations / iters_per_epoch)")
         ax.grid(alpha=0.3)
@@ -239,11 +262,12 @@ def colour_baselines(data: Path) -> str:
             f"seg {s['accuracy']:.1f}% on {s['regions']} val regions (most frequent class {s['chance']:.1f}%)")
 
 
-def run_toy(out: Path, preset: str, mode: str, threads: int | None, say=print, jobs: int = 1) -> int:
+def run_toy(out: Path, preset: str, mode: str, threads: int | None, say=print, jobs: int = 1,
+            families: tuple[str, ...] = FAMILIES) -> int:
     start = time.time()
     if mode != "dry-run":
         make_toy_data(out, preset)
-    pretrain, downstream = toy_tasks(out, preset)
+    pretrain, downstream = toy_tasks(out, preset, families)
     # the first seed's random-init detection and segmentation need no pretraining: they share its job slots
     early = [t for t in downstream if t.group["seed"] == 0 and t.entry in ("det", "seg")
              and not any(o.startswith("pretrained=") for o in t.overrides)]
@@ -261,7 +285,7 @@ def run_toy(out: Path, preset: str, mode: str, threads: int | None, say=print, j
         plot_toy_curves(curves, out / "toy_curves.png")
     wall = time.time() - start
     text = (f"# {preset} preset\n\n{table}\nmean ± std over seeds; wall time of this invocation {wall / 60:.1f} min\n"
-            f"command: python tools/paper_row.py --preset {preset} --output-dir {out}\n\n"
+            f"command: python tools/paper_row.py --preset {preset} --output-dir {out} --backbones {','.join(families)}\n\n"
             f"{colour_baselines(out / 'data')}\n\nlearning curves (val metric per evaluation; seeds averaged): "
             f"{out / 'toy_curves.png'}\n{json.dumps(curves)}\n")
     (out / "toy_results.md").write_text(text)

@@ -3,6 +3,7 @@ tools/toy_preset.py: the toy preset's plumbing."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import sys
 
 import pytest
@@ -133,18 +134,34 @@ def test_rerun_skips_done_retries_failed_and_reports_logs(tmp_path, monkeypatch)
 
 def test_toy_tasks_identical_recipe_for_every_init(tmp_path):
     pretrain, downstream = toy.toy_tasks(tmp_path, "toy")
-    assert [t.group["init"] for t in pretrain] == ["CrossMAE γ=0.25", "CrossMAE γ=0.75", "MAE"]
-    assert len(downstream) == 4 * (4 + 1) * 3  # 4 inits x (4 trained runs + kNN) x 3 seeds
-    for run in [*toy.TOY_TASKS, "knn"]:
-        runs = [t for t in downstream if t.group["run"] == run and t.group["seed"] == 0]
-        assert len(runs) == 4 and len({t.config for t in runs}) == 1
+    assert [t.group["init"] for t in pretrain] == ["CrossMAE γ=0.25", "CrossMAE γ=0.75", "MAE",
+                                                   "CrossMAE-Hiera γ=0.25", "MAE-Hiera"]
+    assert len(downstream) == 7 * (4 + 1) * 3  # 7 inits x (4 trained runs + kNN) x 3 seeds
+    hiera = {"CrossMAE-Hiera γ=0.25", "MAE-Hiera", "random init Hiera"}
 
-        def recipe(t):
-            return [o for o in t.overrides if not o.startswith(("pretrained=", "random_init=", "checkpoint="))]
-        assert all(recipe(t) == recipe(runs[0]) for t in runs)
-    assert [t.group["init"] for t in downstream[:4]] == ["random init", "CrossMAE γ=0.25", "CrossMAE γ=0.75", "MAE"]
-    knn_random = next(t for t in downstream if t.group["run"] == "knn" and t.group["init"] == "random init")
-    assert "random_init=True" in knn_random.overrides
+    def recipe(t):
+        return [o for o in t.overrides if not o.startswith(("pretrained=", "random_init=", "checkpoint="))]
+    for run in [*toy.TOY_TASKS, "knn"]:
+        for family in (hiera, set(toy.TOY_INITS) - hiera):  # one recipe per backbone family
+            runs = [t for t in downstream if t.group["run"] == run and t.group["seed"] == 0 and t.group["init"] in family]
+            assert len(runs) == len(family) and len({t.config for t in runs}) == 1
+            assert all(recipe(t) == recipe(runs[0]) for t in runs)
+    dense = {t.config for t in downstream if t.group["run"] in ("det", "seg") and t.group["init"] in hiera}
+    assert {Path(c).name for c in dense} == {"toy_det_hiera.yaml", "toy_seg_hiera.yaml"}
+    assert [t.group["init"] for t in downstream[:7]] == ["random init", "random init Hiera", "CrossMAE γ=0.25",
+                                                         "CrossMAE γ=0.75", "MAE", "CrossMAE-Hiera γ=0.25", "MAE-Hiera"]
+    for label, borrowed in (("random init", "crossmae_g025"), ("random init Hiera", "crossmae_hiera_g025")):
+        knn = next(t for t in downstream if t.group["run"] == "knn" and t.group["init"] == label)
+        probe = next(t for t in downstream if t.group["run"] == "linprobe" and t.group["init"] == label)
+        assert "random_init=True" in knn.overrides and "random_init=true" in probe.overrides
+        # a random-init row borrows the architecture of its own family
+        assert f"checkpoint={tmp_path / 'pretrain' / borrowed / 'checkpoint.pth'}" in knn.overrides
+        assert f"pretrained={tmp_path / 'pretrain' / borrowed / 'checkpoint.pth'}" in probe.overrides
+    vit_pre, vit_down = toy.toy_tasks(tmp_path, "toy", ("vit",))
+    assert [t.group["init"] for t in vit_pre] == ["CrossMAE γ=0.25", "CrossMAE γ=0.75", "MAE"]
+    assert len(vit_down) == 4 * 5 * 3 and not {t.group["init"] for t in vit_down} & hiera
+    with pytest.raises(ValueError, match="vit,hiera"):
+        toy.toy_tasks(tmp_path, "toy", ("vit", "convnext"))
 
 
 def _fake_results(task, metrics: dict, evals: list[tuple[int, dict]] = ()):
@@ -157,7 +174,7 @@ def _fake_results(task, metrics: dict, evals: list[tuple[int, dict]] = ()):
 def test_toy_table_has_mask_ap_and_knn_columns_and_curves(tmp_path):
     """Fake finished runs: each column's cell is the mean ± sample std of its seeds' values, the det run
     fills both box and mask AP, and the curves average the seeds' evaluations per epoch."""
-    pretrain, downstream = toy.toy_tasks(tmp_path, "toy")
+    pretrain, downstream = toy.toy_tasks(tmp_path, "toy", ("vit",))
     values = {"linprobe": {"top1": 50.0}, "finetune": {"top1": 60.0}, "seg": {"mIoU": 40.0}, "knn": {"knn_top1": 30.0}}
     for t in downstream:
         if t.group["init"] == "random init" and t.group["seed"] == 2:
