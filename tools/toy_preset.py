@@ -181,6 +181,48 @@ def decoder_gflops(pretrain_task: Task) -> float:
     return flops["decoder"]["total"] / 1e9
 
 
+def toy_step_times(pretrain: list[Task], repeats: int = 5, seed: int = 0) -> dict[str, list[float]]:
+    """{row: process CPU seconds of one pretraining step per repeat}: forward, backward and AdamW step at the
+    config's batch size on random images, every row once per round, rounds interleaved with a rotating start so
+    that each row meets the same machine conditions; CPU time, not wall time, because the cores are shared."""
+    import torch
+    from crossmae.config import PretrainConfig, load_config
+    from crossmae.models import build_model
+    runners = []
+    for task in pretrain:
+        cfg = load_config(PretrainConfig, task.config, task.overrides)
+        torch.manual_seed(seed)
+        kwargs = dict(cfg.model)
+        model = build_model(kwargs.pop("name"), **kwargs).train()
+        size = kwargs.get("img_size", 224)
+        imgs = torch.randn(cfg.batch_size, 3, size, size, generator=torch.Generator().manual_seed(seed))
+        runners.append((task.group["init"], model, torch.optim.AdamW(model.parameters(), lr=1e-4), imgs))
+    times: dict[str, list[float]] = {label: [] for label, *_ in runners}
+    for rep in range(repeats + 1):  # the first round is untimed warm-up
+        shift = rep % len(runners)
+        for label, model, optimizer, imgs in runners[shift:] + runners[:shift]:
+            start = time.process_time()
+            model(imgs).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if rep:
+                times[label].append(time.process_time() - start)
+    return times
+
+
+def step_time_cells(times: dict[str, list[float]], reference: str = "MAE") -> dict[str, str]:
+    """'412 ms (0.81x MAE, 0.78-0.84)': the median step and its ratio to the reference row's, with the range of
+    the per-round ratios (one round = every row timed once, side by side)."""
+    cells = {}
+    for label, ts in times.items():
+        ratios = [t / r for t, r in zip(ts, times[reference])] if reference in times else []
+        cell = f"{statistics.median(ts) * 1e3:.0f} ms"
+        if ratios and label != reference:
+            cell += f" ({statistics.median(ratios):.2f}x {reference}, {min(ratios):.2f}-{max(ratios):.2f})"
+        cells[label] = cell
+    return cells
+
+
 def _mean_std(values: list[float]) -> str:
     if not values:
         return "–"
@@ -195,21 +237,23 @@ def toy_values(downstream: list[Task], label: str, column: str) -> list[float]:
             if t.group["init"] == label and t.group["run"] == run and task_state(t) == "done"]
 
 
-def toy_table(pretrain: list[Task], downstream: list[Task]) -> str:
-    """Markdown: one row per initialisation, mean ± std over seeds per column, decoder FLOPs."""
+def toy_table(pretrain: list[Task], downstream: list[Task], step_times: dict[str, str] | None = None) -> str:
+    """Markdown: one row per initialisation, mean ± std over seeds per column, decoder FLOPs and (given
+    ``step_time_cells``) the pretraining step's CPU time."""
     flops = {t.group["init"]: decoder_gflops(t) for t in pretrain}
+    step_times = step_times or {}
     columns = list(TOY_COLUMNS)
     seeds = max((t.group["seed"] for t in downstream), default=0) + 1
     labels = dict.fromkeys(t.group["init"] for t in downstream)  # the rows of the tasks given, in TOY_INITS order
-    lines = [f"| init | decoder GFLOPs / image (train) | {' | '.join(columns)} |",
-             "|---" * (len(columns) + 2) + "|"]
+    lines = [f"| init | decoder GFLOPs / image (train) | pretraining step (CPU time) | {' | '.join(columns)} |",
+             "|---" * (len(columns) + 3) + "|"]
     for label in (label for label in TOY_INITS if label in labels):
         cells = []
         for column in columns:
             vals = toy_values(downstream, label, column)
             cells.append(_mean_std(vals) + ("" if len(vals) == seeds else f" ({len(vals)}/{seeds} seeds)"))
         gf = f"{flops[label]:.4f}" if label in flops else "–"
-        lines.append(f"| {label} | {gf} | {' | '.join(cells)} |")
+        lines.append(f"| {label} | {gf} | {step_times.get(label, '–')} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -279,7 +323,7 @@ def run_toy(out: Path, preset: str, mode: str, threads: int | None, say=print, j
     states = run_tasks(rest, mode, threads=threads, say=say, jobs=jobs)
     if mode == "dry-run":
         return 0
-    table = toy_table(pretrain, downstream)
+    table = toy_table(pretrain, downstream, step_time_cells(toy_step_times(pretrain)))
     curves = toy_curves(downstream)
     if curves:
         plot_toy_curves(curves, out / "toy_curves.png")

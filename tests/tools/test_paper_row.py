@@ -202,6 +202,21 @@ def test_toy_table_has_mask_ap_and_knn_columns_and_curves(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
+def test_step_time_cells_median_and_paired_ratio_range():
+    """Per round, every row's step is divided by the reference's of the same round (hand values)."""
+    cells = toy.step_time_cells({"MAE": [1.0, 2.0, 1.0], "CrossMAE": [0.5, 1.0, 0.8]})
+    assert cells == {"MAE": "1000 ms", "CrossMAE": "800 ms (0.50x MAE, 0.50-0.80)"}
+
+
+def test_toy_step_times_rank_the_decoders_by_their_work(tmp_path):
+    """Interleaved CPU times of the toy pretraining steps: one number per round and row; at γ=0.25 CrossMAE
+    decodes a third of γ=0.75's queries, so its step is cheaper in the median (measured 0.72x: 186 vs 258 ms)."""
+    pretrain, _ = toy.toy_tasks(tmp_path, "toy", ("vit",))
+    times = toy.toy_step_times(pretrain[:2], repeats=3)
+    assert list(times) == ["CrossMAE γ=0.25", "CrossMAE γ=0.75"] and all(len(t) == 3 for t in times.values())
+    assert sorted(times["CrossMAE γ=0.25"])[1] < sorted(times["CrossMAE γ=0.75"])[1]
+
+
 @pytest.mark.slow
 def test_toy_smoke_end_to_end(tmp_path):
     """The toy-smoke preset: 3 pretrainings, 4 inits x (4 trained tasks + kNN) x 1 seed, the table, the colour
