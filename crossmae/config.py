@@ -324,6 +324,7 @@ class PretrainConfig:
     keep_every: int = 100  # epochs between kept snapshots checkpoint-XXXX.pth (0 = none)
     log_every: int = 20  # iterations between train_log.jsonl lines
     num_vis: int = 8  # images in the reconstruction figure and the fixed-batch loss (0 = none)
+    eval_only: bool = False  # evaluate `resume` (default <output_dir>/checkpoint.pth) and stop: no training
     # a non-finite loss, weights or evaluation loss: stop (naming the last good checkpoint) | rollback (restore
     # it, lower the lr by divergence.lr_factor, go on; at most divergence.max_retries times)
     on_divergence: str = "stop"

@@ -1,10 +1,12 @@
 """CrossMAE / MAE pretraining: builds model, data and optimizer from a config and runs the loop.
 
     crossmae pretrain --config configs/pretrain/crossmae_vit_base.yaml data.path=/data/imagenet
+    crossmae pretrain --config configs/pretrain/demo.yaml eval_only=true resume=output/demo/checkpoint.pth
 """
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from torchvision import transforms
@@ -15,7 +17,8 @@ from .config import PretrainConfig, load_config
 from .data import (IMAGENET_MEAN, IMAGENET_STD, FastPretrainFolder, SafeImageFolder, build_loader,
                    make_demo_imagefolder, normalize_uint8, pretrain_transform, split_dir)
 from .data.synthetic import SyntheticImages
-from .engine import build_adamw, steps_per_epoch, warmup_cosine
+from .engine import build_adamw, load_checkpoint, steps_per_epoch, warmup_cosine
+from .engine.checkpoint import load_model_state
 from .engine.distributed import barrier
 from .engine.task import RunContext, Task, run_task
 from .knn import with_knn
@@ -74,12 +77,27 @@ def fixed_mask_loss(model, imgs: torch.Tensor, seed: int = 0) -> float:
     return loss
 
 
+def load_evaluated(model, ctx: RunContext) -> tuple[Path, dict]:
+    """eval_only: the checkpoint of ``ctx.eval_checkpoint()`` (``resume=``, else the output dir's own), loaded
+    into ``model``."""
+    path = Path(ctx.eval_checkpoint())
+    if not ctx.cfg.resume and not path.is_file():
+        raise ValueError(f"eval_only=true evaluates a pretraining checkpoint: there is none at {path}; "
+                         f"give resume=<checkpoint>")
+    ckpt = load_checkpoint(path)
+    load_model_state(model, ckpt, path, hint="Use the model config of the run that wrote it.")
+    logger.info("evaluating %s (epoch %s)", path, ckpt.get("epoch"))
+    return path, ckpt
+
+
 def build_task(ctx: RunContext) -> Task:
     cfg, dist, out_dir = ctx.cfg, ctx.dist, ctx.out_dir
     set_backend(cfg.attention)
     model_kwargs = dict(cfg.model)
     torch.manual_seed(cfg.seed)  # the same weights at initialisation on every rank and every run
     model = build_model(model_kwargs.pop("name"), **model_kwargs)  # raises on bad names/ratios/sizes
+    checkpoint, ckpt = load_evaluated(model, ctx) if ctx.eval_only else (out_dir / "checkpoint.pth", None)
+    epochs = cfg.epochs if ckpt is None else ckpt.get("epoch") or 0  # those trained when the results are written
     img_size = model.patch_embed.img_size[0]
     if cfg.batch_size < 1 or cfg.epochs < 1:
         raise ValueError(f"batch_size and epochs must be >= 1, got {cfg.batch_size} and {cfg.epochs}")
@@ -100,32 +118,28 @@ def build_task(ctx: RunContext) -> Task:
         dataset = FastPretrainFolder(split_dir(data_root, "train"), img_size, cfg.data.min_scale)
     else:
         dataset = SafeImageFolder(split_dir(data_root, "train"), transform=pretrain_transform(img_size, cfg.data.min_scale))
-    loader = build_loader(dataset, cfg.batch_size, cfg.data.num_workers, dist.rank, dist.world_size, cfg.seed,
-                          pin_memory=cfg.data.pin_memory and dist.device.type == "cuda")
-
-    effective_batch = cfg.batch_size * accum_iter * dist.world_size
-    lr = pretrain_lr(cfg.optim.blr, cfg.optim.lr, effective_batch, model.mask_ratio, model.pred_ratio,
-                     cfg.optim.pred_ratio_lr_scale)
-    optimizer = build_adamw(model, lr, cfg.optim.weight_decay, betas=cfg.optim.betas)
-    n_steps = steps_per_epoch(len(loader), accum_iter)
-    schedule = warmup_cosine(lr, cfg.optim.min_lr, cfg.epochs * n_steps, int(cfg.optim.warmup_epochs * n_steps))
     description = describe_model(model)  # what ran, whatever the factory name says
     logger.info("model %s (factory %s): %d patches", description, cfg.model["name"], model.num_patches)
-    logger.info("%d images in %s; effective batch %d = %d x %d accum x %d processes; lr %.3g; %d steps/epoch",
-                len(dataset), dataset.root, effective_batch, cfg.batch_size, accum_iter, dist.world_size, lr, n_steps)
+    if not ctx.eval_only:
+        loader, optimizer, schedule = training_parts(cfg, dist, model, dataset, accum_iter)
 
     vis = fixed_batch(dataset, cfg.num_vis, img_size).to(dist.device) if cfg.num_vis else None
     if vis is None:
         dataset.readable_images(1)  # a folder of unreadable files fails now, not mid-epoch
     evaluate = (lambda m, epoch: {"fixed_mask_loss": fixed_mask_loss(m, vis, cfg.seed)}) if vis is not None else None
-    evaluate = with_knn(evaluate, cfg.knn, img_size, cfg.epochs, out_dir / "demo_data")
+    # eval-only: the kNN monitor (when configured) at its one evaluation, whatever epoch the checkpoint is at
+    evaluate = with_knn(evaluate, cfg.knn, img_size, 0 if ctx.eval_only else cfg.epochs, out_dir / "demo_data")
+    if ctx.eval_only and evaluate is None:
+        raise ValueError("eval_only=true has nothing to evaluate: num_vis=0 (no fixed-mask loss) and no kNN monitor "
+                         "(knn.path, knn.every)")
 
     def measure_before(trainer) -> None:
         if vis is not None and trainer.start_epoch == 0:  # kept in the checkpoints: a resumed run reports it too
             trainer.run_state["fixed_mask_loss_before"] = fixed_mask_loss(model, vis, cfg.seed)
 
     def results(metrics: dict, trainer) -> dict:
-        loss_before = trainer.run_state.get("fixed_mask_loss_before")
+        run_state = trainer.run_state if trainer is not None else ckpt.get("run_state") or {}
+        loss_before = run_state.get("fixed_mask_loss_before")
         if loss_before is not None:
             metrics["fixed_mask_loss_before"] = loss_before
         if dist.is_main and vis is not None:
@@ -133,20 +147,37 @@ def build_task(ctx: RunContext) -> Task:
             model.eval()
             rec = reconstruct(model, vis, model.sample_masks(vis, generator=g))
             fig = reconstruction_figure(rec, out_dir / "reconstruction.png",
-                                        title=f"{description} after {cfg.epochs} epochs")
+                                        title=f"{description} after {epochs} epochs")
             logger.info("reconstructions (PSNR on predicted patches %.2f dB): %s", float(rec["psnr"].mean()), fig)
             if loss_before is not None:
                 logger.info("fixed-mask loss: %.4f before training -> %.4f after", loss_before,
                             metrics["fixed_mask_loss"])
         return {"task": "pretrain", "model": registered_or_described(cfg.model["name"], model),
-                "model_description": description, "factory": cfg.model["name"], "epochs": cfg.epochs,
+                "model_description": description, "factory": cfg.model["name"], "epochs": epochs,
                 "mask_ratio": model.mask_ratio, "pred_ratio": model.pred_ratio,
                 "decoder_depth": len(model.decoder_blocks), "decoder": type(model).__name__,
-                "checkpoint": str((out_dir / "checkpoint.pth").resolve()), "metrics": metrics}
+                "checkpoint": str(checkpoint.resolve()), "metrics": metrics}
 
+    if ctx.eval_only:
+        return Task("pretrain", model, results, evaluate, eval_epoch=epochs)
     return Task("pretrain", model, results, evaluate, train_loader=loader, optimizer=optimizer, lr_schedule=schedule,
                 loss_fn=pretrain_loss, epochs=cfg.epochs, accum_iter=accum_iter, clip_grad=cfg.optim.clip_grad,
                 before_fit=measure_before)
+
+
+def training_parts(cfg, dist, model, dataset, accum_iter: int) -> tuple:
+    """The loader, the optimizer and the lr schedule of a training run."""
+    loader = build_loader(dataset, cfg.batch_size, cfg.data.num_workers, dist.rank, dist.world_size, cfg.seed,
+                          pin_memory=cfg.data.pin_memory and dist.device.type == "cuda")
+    effective_batch = cfg.batch_size * accum_iter * dist.world_size
+    lr = pretrain_lr(cfg.optim.blr, cfg.optim.lr, effective_batch, model.mask_ratio, model.pred_ratio,
+                     cfg.optim.pred_ratio_lr_scale)
+    optimizer = build_adamw(model, lr, cfg.optim.weight_decay, betas=cfg.optim.betas)
+    n_steps = steps_per_epoch(len(loader), accum_iter)
+    schedule = warmup_cosine(lr, cfg.optim.min_lr, cfg.epochs * n_steps, int(cfg.optim.warmup_epochs * n_steps))
+    logger.info("%d images in %s; effective batch %d = %d x %d accum x %d processes; lr %.3g; %d steps/epoch",
+                len(dataset), dataset.root, effective_batch, cfg.batch_size, accum_iter, dist.world_size, lr, n_steps)
+    return loader, optimizer, schedule
 
 
 def run(cfg) -> dict:

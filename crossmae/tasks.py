@@ -20,7 +20,8 @@ class Task:
 
 
 TASKS = {
-    "pretrain": Task("crossmae.pretrain", "pretrain CrossMAE or MAE (no config: the embedded demo)"),
+    "pretrain": Task("crossmae.pretrain", "pretrain CrossMAE or MAE (no config: the embedded demo; "
+                     "eval_only=true: evaluate)"),
     "finetune": Task("crossmae.finetune", "fine-tune a pretrained encoder for classification (eval_only=true: evaluate)"),
     "linprobe": Task("crossmae.linprobe", "linear probe of a frozen pretrained encoder"),
     "det": Task("det.train", "ViTDet Mask R-CNN on COCO (det/; --eval-only, --resume)", cli="cli"),

@@ -46,6 +46,29 @@ def test_auto_resume_continues_from_the_output_dir(tmp_path, caplog):
     assert load_checkpoint(tmp_path / "checkpoint.pth")["epoch"] == 2
 
 
+def test_eval_only_evaluates_a_checkpoint_without_training(tmp_path, capsys):
+    args = ["pretrain", "--config", DEMO, *FAST, "knn.every=0"]
+    run = tmp_path / "run"
+    assert cli(args + [f"output_dir={run}", "epochs=1"]) == 0
+    saved = (run / "checkpoint.pth").read_bytes()
+    logged = json.loads((run / "epoch_log.jsonl").read_text())["eval"]["fixed_mask_loss"]  # epoch 1's evaluation
+    # epochs=2: a training run would train a second epoch from this checkpoint
+    evaluated = [(run, []), (tmp_path / "other", [f"resume={run / 'checkpoint.pth'}"])]  # its own, or resume=
+    for out, resume in evaluated:
+        assert cli(args + [f"output_dir={out}", "epochs=2", "eval_only=true", *resume]) == 0
+        results = json.loads((out / "results.json").read_text())
+        assert results["metrics"]["fixed_mask_loss"] == pytest.approx(logged, rel=1e-6)
+        assert results["epochs"] == 1 and results["checkpoint"] == str((run / "checkpoint.pth").resolve())
+    assert (run / "checkpoint.pth").read_bytes() == saved
+    assert len((run / "epoch_log.jsonl").read_text().splitlines()) == 1
+    assert not any((tmp_path / "other" / name).exists() for name in ("checkpoint.pth", "config.yaml",
+                                                                     "epoch_log.jsonl"))
+    capsys.readouterr()
+    assert cli(args + [f"output_dir={tmp_path / 'empty'}", "eval_only=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "eval_only=true" in err and "resume=<checkpoint>" in err, err
+
+
 @pytest.mark.parametrize("override,message", [
     ("model.pred_ratio=0.9", "pred_ratio"), ("model.mask_ratio=1.5", "mask_ratio"),
     ("model.img_size=30", "divisible"), ("model.name=vit_unknown", "unknown model"),

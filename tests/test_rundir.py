@@ -166,6 +166,25 @@ def test_every_task_claims_its_output_dir_before_writing(tmp_path, capsys, entry
     assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]
 
 
+def test_a_task_run_claims_its_output_dir_once(tmp_path, monkeypatch):
+    from crossmae.engine import loop, task
+    claims = []
+
+    def counted(out_dir):
+        claims.append(out_dir)
+        return lock_run_dir(out_dir)
+
+    monkeypatch.setattr(task, "lock_run_dir", counted)
+    monkeypatch.setattr(loop, "lock_run_dir", counted)
+    assert cli(FAST_PRETRAIN + [f"output_dir={tmp_path}", "knn.every=0"]) == 0
+    assert len(claims) == 1 and (tmp_path / "checkpoint.pth").is_file()
+
+
+def test_a_trainer_used_directly_claims_its_output_dir(tmp_path):
+    make_trainer(tmp_path, epochs=1)
+    assert rundir.holds_run_dir(tmp_path) and read_lock(tmp_path / LOCK_NAME).pid == os.getpid()
+
+
 def test_stale_temporary_checkpoints_are_removed_when_a_run_starts(tmp_path, caplog):
     dead, live = _dead_pid(), os.getppid()
     stale = [tmp_path / f".checkpoint.pth.{dead}.0badc0de.tmp", tmp_path / ".checkpoint.pth.k2j4_x9q.tmp",

@@ -18,7 +18,7 @@ if not __package__:  # run as `python tools/<name>.py`: the checkout's root on s
 
 from crossmae.analysis import collect as C  # noqa: E402
 from crossmae.cli import report_errors  # noqa: E402
-from crossmae.engine.checkpoint import atomic_write  # noqa: E402
+from crossmae.files import atomic_write  # noqa: E402
 from crossmae.userfiles import check_output_dir  # noqa: E402
 
 TABLES = ("results.md", "results.csv", "results.tex")

@@ -56,9 +56,7 @@ def paste(patches: torch.Tensor, pixels: torch.Tensor, ids: torch.Tensor) -> tor
 def block_readouts(model, imgs: torch.Tensor, masks: Masks) -> list[torch.Tensor]:
     """Every decoder block's output through the prediction head: a list (one per block, the last one
     is the model's prediction) of [N, P, p*p*C] in the loss's space."""
-    if hasattr(model, "decoder_memory"):  # CrossMAE
-        return model.forward_decoder(model.decoder_memory(imgs, masks), masks, every_block=True)
-    return model.forward_decoder(model.forward_features(imgs, masks.ids_keep), masks, every_block=True)
+    return model.forward_decoder(model.decoder_memory(imgs, masks), masks, every_block=True)
 
 
 @torch.no_grad()

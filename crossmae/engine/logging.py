@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from ..files import atomic_write
 from ..userfiles import parse_json
-from .checkpoint import atomic_write
 from .distributed import is_main_process
 
 logger = logging.getLogger("crossmae")

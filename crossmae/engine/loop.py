@@ -36,7 +36,7 @@ from .checkpoint import (CheckpointError, describe_nonfinite, load_checkpoint, l
 from .distributed import DistInfo, all_reduce_sum
 from .logging import RunLogger, flatten_dict, progress_bar
 from .optim import set_lr
-from .rundir import lock_run_dir
+from .rundir import holds_run_dir, lock_run_dir
 
 logger = logging.getLogger("crossmae")
 
@@ -209,7 +209,7 @@ class Trainer:
         self.rollbacks = 0
         self.last_good: tuple[Path, int] | None = None  # the newest finite checkpoint written or resumed: (path, epoch)
         self._initial_state: dict | None = None  # what a rollback before the first checkpoint restores
-        if dist.is_main:  # tasks claimed it in run_task already; this covers direct users of the Trainer
+        if dist.is_main and not holds_run_dir(self.output_dir):  # run_task claimed it; a direct user may not have
             lock_run_dir(self.output_dir)
         self.run_log = RunLogger(self.output_dir, tensorboard=tensorboard)
 

@@ -1,11 +1,11 @@
 """One run per output directory: a lock file naming its holder, and the clean-up of what killed runs leave.
 
-``lock_run_dir(out_dir)`` is called by ``task.claim_run_dir`` (and again, harmlessly, by the ``Trainer``), which
-every task's run makes before it writes anything, on rank 0 only. The lock file ``<out_dir>/run.lock`` holds the
-holder's pid, host, start time and command. It is removed at exit (normal, exception, SIGTERM). A lock
-left by a killed run is taken over with a warning when its holder is provably gone: same host and the
-pid no longer alive (or reused by another process), or an earlier start of the same SLURM job (a
-requeued job may start on another node). Anything else is refused with a message naming the holder and how to remove the lock.
+``lock_run_dir(out_dir)`` is called once per run, by ``task.claim_run_dir``, before the run writes anything, on
+rank 0 only (a ``Trainer`` used directly, outside ``run_task``, claims its dir itself when this process does not
+hold it). The lock file ``<out_dir>/run.lock`` holds the holder's pid, host, start time and command. It is
+removed at exit (normal, exception, SIGTERM). A lock left by a killed run is taken over with a warning when its
+holder is provably gone: same host and the pid no longer alive (or reused by another process), or an earlier
+start of the same SLURM job (a requeued job may start on another node). Anything else is refused with a message naming the holder and how to remove the lock.
 """
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def lock_run_dir(out_dir: str | os.PathLike) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir.resolve() / LOCK_NAME
-    if _held is not None and _held.owner_pid == os.getpid() and _held.path == path:
+    if holds_run_dir(out_dir):
         return path
     release_run_dir()
     me = _my_record()
@@ -183,6 +183,11 @@ def lock_run_dir(out_dir: str | os.PathLike) -> Path:
         logger.warning("removed %d temporary checkpoint file(s) left by a killed run in %s: %s", len(removed),
                        out_dir, ", ".join(p.name for p in removed))
     return path
+
+
+def holds_run_dir(out_dir: str | os.PathLike) -> bool:
+    """Whether this process holds ``out_dir``'s lock (taken by :func:`lock_run_dir`)."""
+    return _held is not None and _held.owner_pid == os.getpid() and _held.path == Path(out_dir).resolve() / LOCK_NAME
 
 
 def _remove_lock_leftovers(path: Path) -> list[Path]:

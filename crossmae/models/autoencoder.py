@@ -22,8 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..masking import Masks, gather_tokens, random_masking
-from .blocks import Block, CrossAttentionBlock
-from .encoder import LayerNorm
+from .blocks import Block, CrossAttentionBlock, LayerNorm
 from .pos_embed import patchify
 
 

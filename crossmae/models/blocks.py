@@ -9,10 +9,16 @@ the ``flash-attn`` package. Parameter names follow the official CrossMAE release
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
+
+# every norm of the pretraining models and the dense backbones: MAE's, CrossMAE's, Hiera's and timm's Hiera
+# all use eps 1e-6
+LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
 _BACKEND = "sdpa"
 

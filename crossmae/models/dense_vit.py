@@ -33,8 +33,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from timm.layers import PatchEmbed, trunc_normal_
 
-from .blocks import Block, SelfAttention, attend
-from .encoder import LayerNorm
+from .blocks import Block, LayerNorm, SelfAttention, attend
 from .rel_pos import (_pair, decomposed_rel_pos_bias, num_relative_distances, relative_position_index,
                       resize_abs_pos, resize_bias_table, window_padding_mask, window_partition, window_unpartition)
 from .sizes import vit_encoder

@@ -6,18 +6,14 @@ Parameter names are timm's (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
 """
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed
 
 from ..masking import gather_tokens
-from .blocks import Block
+from .blocks import Block, LayerNorm
 from .hub_mixin import HubMixin
 from .pos_embed import sincos_2d
-
-LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
 
 class MaskedViTEncoder(nn.Module, HubMixin):

@@ -29,12 +29,12 @@ import torch.nn as nn
 from timm.models.hiera import HieraBlock
 
 from ..masking import Masks, check_ratios
+from .blocks import LayerNorm
 from .pos_embed import sincos_2d
 from .rel_pos import resize_abs_pos
 from .sizes import HIERA_LETTERS, HIERA_SIZES
 from .transfer import load_encoder_weights
 
-LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # Hiera's MAE models and timm's Hiera both use eps 1e-6
 
 # (embed_dim, num_heads, stages) of Hiera-T/S/B/B+/L: timm's hiera_*_224 factories = the paper's Table 2
 

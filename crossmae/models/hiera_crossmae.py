@@ -21,7 +21,8 @@ import torch.nn as nn
 
 from ..masking import Masks
 from .autoencoder import CrossAttentionDecoder
-from .hiera import LayerNorm, MaskedHieraPretrainer, apply_per_unit, fusion_conv
+from .blocks import LayerNorm
+from .hiera import MaskedHieraPretrainer, apply_per_unit, fusion_conv
 from .pos_embed import sincos_2d
 
 INTER_BLOCK = ("stages", "middle", "none")

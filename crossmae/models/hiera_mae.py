@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from ..masking import Masks
 from .autoencoder import SelfAttentionDecoder
-from .hiera import LayerNorm, MaskedHieraPretrainer, apply_per_unit, fusion_conv
+from .blocks import LayerNorm
+from .hiera import MaskedHieraPretrainer, apply_per_unit, fusion_conv
 
 
 class MAEHiera(MaskedHieraPretrainer, SelfAttentionDecoder):

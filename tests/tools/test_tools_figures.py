@@ -46,7 +46,7 @@ class OffsetModel(torch.nn.Module):
         super().__init__()
         self.pixels, self.offset, self.norm_pix_loss = pixels, offset, norm_pix_loss
 
-    def forward_features(self, imgs, ids_keep):
+    def decoder_memory(self, imgs, masks):
         return imgs
 
     def forward_decoder(self, imgs, masks, every_block=False):
@@ -93,6 +93,29 @@ def test_reconstruct_real_model_and_figure(tmp_path):
     check_png(figures.reconstruction_figure(rec, tmp_path / "rec.png", title="tiny"))
     mae = tiny_mae().eval()
     assert len(reconstruct(mae, imgs, mae.sample_masks(imgs))["blocks"]) == 3
+
+
+@pytest.mark.parametrize("name", ["crossmae_vit", "mae_vit", "crossmae_hiera_tiny_224", "mae_hiera_tiny_224"])
+def test_block_readouts_end_in_the_training_prediction(name):
+    # every pretraining model (CrossMAE and MAE, on ViT and on Hiera) reads out through the same path
+    from crossmae.analysis.reconstruction import block_readouts
+    from crossmae.models import build_model
+    from tiny import TINY_CROSSMAE_HIERA
+    torch.manual_seed(0)
+    if name == "crossmae_vit":
+        model = tiny_crossmae()
+    elif name == "mae_vit":
+        model = tiny_mae()
+    else:
+        model = build_model(name, **{k: v for k, v in TINY_CROSSMAE_HIERA.items() if k != "name"})
+    model.eval()
+    imgs = torch.randn(2, 3, 32, 32)
+    masks = model.sample_masks(imgs, generator=torch.Generator().manual_seed(0))
+    readouts = block_readouts(model, imgs, masks)
+    with torch.no_grad():
+        pred = model(imgs, masks).pred
+    assert len(readouts) == len(model.decoder_blocks)
+    assert torch.equal(readouts[-1], pred)
 
 
 def test_inter_block_weights_and_heatmap(tmp_path):
