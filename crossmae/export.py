@@ -231,6 +231,20 @@ def save_timm_hiera(model, model_config: dict, out: Path, results: dict | None =
     return spec
 
 
+def refuse_hiera(ckpt: dict, state: dict, path: str | Path, target: str) -> None:
+    """One ValueError naming ``path`` when the checkpoint holds a Hiera (pretraining, or a det / seg run on
+    one), for the exports to ViT-only formats (``target``: detectron2, mmseg). A Hiera: the config names a
+    Hiera model or family, or a block widens between stages (``blocks.{i}.proj``, timm's HieraBlock; a ViT
+    block's projection is ``attn.proj``)."""
+    import re
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    widening = re.compile(r"(^|\.)blocks\.\d+\.proj\.weight$")
+    if model.get("family") == "hiera" or "hiera" in str(model.get("name", "")) or any(map(widening.search, state)):
+        raise ValueError(f"{path} is a Hiera checkpoint: only ViT checkpoints export to {target} "
+                         f"(`crossmae export --timm` writes timm's Hiera)")
+
+
 # ------------------------------------------------------------------ export
 def read_results(path: Path | None, checkpoint: Path) -> dict | None:
     """The run's results.json: ``path``, else a pretraining results.json beside the checkpoint."""
