@@ -15,6 +15,10 @@ read. ``--timm`` writes the encoder in timm's VisionTransformer layout plus ``ti
 
     timm.create_model(model_name, pretrained=True, **kwargs,  # model_name: e.g. ViT-B/16's at 224 px
                       pretrained_cfg_overlay=dict(file="hub/run-timm/model.safetensors", num_classes=0, ...))
+
+A CrossMAE-Hiera / MAE-Hiera checkpoint exports with ``--timm`` only: its encoder in the layout of timm's
+``Hiera`` (model_name ``hiera_<size>_224``; kwargs: the geometry where it differs from that factory's, e.g.
+the pretraining ``q_pool=2`` or a toy size's widths and mask units).
 """
 from __future__ import annotations
 
@@ -138,6 +142,109 @@ def replaced_files(out: Path, mode: str) -> list[str]:
     return sorted(n for n in written_files(mode) if (out / n).exists()) + stale
 
 
+# ------------------------------------------------------------------ timm: Hiera
+def hiera_timm_state(model) -> dict:
+    """A CrossMAE-Hiera / MAE-Hiera encoder in the layout of timm's ``Hiera(num_classes=0)``: the encoder's
+    tensors (timm's names already) and ``head.norm``, the LayerNorm timm's head applies to the pooled
+    features. It is the encoder's final norm where there is one: CrossMAE-Hiera without inter-block
+    attention's ``norm``, MAE-Hiera's ``encoder_norm`` (what timm's own filter makes of the reference MAE-Hiera
+    checkpoints); else fresh (weight 1, bias 0), written out so that timm loads the file strictly."""
+    import torch
+
+    from .engine.checkpoint import encoder_state
+    state = {k: v.detach().contiguous().cpu() for k, v in encoder_state(model.state_dict()).items()}
+    if hasattr(model, "encoder_norm"):  # MAE-Hiera
+        norm = model.encoder_norm.state_dict()
+    elif "norm.weight" in state:  # CrossMAE-Hiera, inter_block="none"
+        norm = {k: state.pop(f"norm.{k}") for k in ("weight", "bias")}
+    else:
+        norm = {"weight": torch.ones(model.embed_dim), "bias": torch.zeros(model.embed_dim)}
+    state.update({f"head.norm.{k}": v.detach().contiguous().cpu() for k, v in norm.items()})
+    return state
+
+
+def hiera_timm_spec(model, model_config: dict, file: str) -> dict[str, Any]:
+    """The ``timm.create_model`` call that rebuilds a Hiera encoder: ``hiera_<size>_224`` (the encoder's size,
+    or Hiera-B's as a template whose architecture the kwargs replace), the geometry where it differs from
+    that factory's (sequences where timm takes them: timm 1.0.3 needs a sequence img_size too), the overlay
+    (the file, no classifier, our preprocessing) as :func:`timm_spec`'s. ``model_config``: the checkpoint's
+    model section (factory name + overrides); ``q_pool`` is read from the model (pooling has no weights)."""
+    import inspect
+
+    from timm.models.hiera import Hiera
+
+    from .data import IMAGENET_MEAN, IMAGENET_STD
+    from .models.hiera import HieraEncoder
+    from .models.sizes import HIERA_SIZES
+    from .models.transfer import hiera_arch
+    ours = {k: p.default for k, p in inspect.signature(HieraEncoder).parameters.items()}
+    ours.update(hiera_arch(model_config), q_pool=model.q_pool)
+    if ours["norm_eps"] != 1e-6:
+        raise ValueError(f"norm_eps={ours['norm_eps']}: timm's Hiera has LayerNorm eps 1e-6 only")
+    size = next((k for k, v in HIERA_SIZES.items() if (ours["embed_dim"], ours["num_heads"], tuple(ours["stages"]))
+                 == (v["embed_dim"], v["num_heads"], tuple(v["stages"]))), None)
+    pair = ("img_size", "q_stride", "mask_unit_size", "patch_kernel", "patch_stride", "patch_padding")
+    wanted = {k: [ours[k]] * 2 if k in pair else list(ours[k]) if k in ("stages", "mask_unit_attn") else ours[k]
+              for k in ("img_size", "in_chans", "embed_dim", "num_heads", "stages", "q_pool", "q_stride",
+                        "mask_unit_size", "mask_unit_attn", "dim_mul", "head_mul", "patch_kernel", "patch_stride",
+                        "patch_padding", "mlp_ratio")}
+    timm_default = {k: p.default for k, p in inspect.signature(Hiera).parameters.items()}
+    timm_default.update(HIERA_SIZES[size or "base"])
+    kwargs = {k: v for k, v in wanted.items() if v != (list(timm_default[k]) if isinstance(timm_default[k], tuple)
+                                                        else timm_default[k])}
+    img = ours["img_size"]
+    overlay = {"file": file, "num_classes": 0, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+               "input_size": [ours["in_chans"], img, img], "crop_pct": 0.875, "interpolation": "bicubic"}
+    return {"model_name": f"hiera_{size or 'base'}_224", "kwargs": kwargs, "pretrained_cfg_overlay": overlay}
+
+
+def hiera_model_card(model, spec: dict, usage: str, results: dict | None, source: str | None) -> str:
+    """README.md of a Hiera timm export: what it is, the timm call, the pretraining metrics."""
+    from .models.naming import describe_model
+    lines = ["---", "library_name: timm", "pipeline_tag: image-feature-extraction",
+             "tags: [crossmae, hiera, masked-image-modeling]", "---", "", f"# {describe_model(model)}", "",
+             "The Hiera encoder of a CrossMAE-Hiera / MAE-Hiera pretraining run (decoder removed), in the layout "
+             "of timm's `Hiera` without a classifier.", ""]
+    if source:
+        lines += [f"Converted from `{source}`.", ""]
+    lines += ["## Usage", "", "```python", usage, "```", "",
+              "`forward_intermediates(x, intermediates_only=True)` gives each stage's map (NCHW), "
+              "`forward_features(x)` the last stage's tokens.", ""]
+    metrics = (results or {}).get("metrics")
+    if isinstance(metrics, dict) and metrics:
+        lines += ["## Pretraining metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    return "\n".join(lines) + "\n"
+
+
+def save_timm_hiera(model, model_config: dict, out: Path, results: dict | None = None,
+                    source: str | None = None) -> dict:
+    """Write ``model.safetensors`` (timm's Hiera layout), ``timm.json`` and ``README.md`` into ``out``."""
+    from .files import write_text
+    from .models.hub_mixin import save_safetensors
+    weights = out / "model.safetensors"
+    save_safetensors(hiera_timm_state(model), weights, metadata={"format": "pt"})
+    spec = hiera_timm_spec(model, model_config, str(weights.resolve()))
+    write_text(out / "timm.json", json.dumps(spec, indent=2) + "\n")
+    portable = {**spec, "pretrained_cfg_overlay": {**spec["pretrained_cfg_overlay"], "file": "model.safetensors"}}
+    write_text(out / "README.md", hiera_model_card(model, spec, timm_usage(portable), results, source))
+    return spec
+
+
+def refuse_hiera(ckpt: dict, state: dict, path: str | Path, target: str) -> None:
+    """One ValueError naming ``path`` when the checkpoint holds a Hiera (pretraining, or a det / seg run on
+    one), for the exports to ViT-only formats (``target``: detectron2, mmseg). A Hiera: the config names a
+    Hiera model or family, or a block widens between stages (``blocks.{i}.proj``, timm's HieraBlock; a ViT
+    block's projection is ``attn.proj``)."""
+    import re
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    widening = re.compile(r"(^|\.)blocks\.\d+\.proj\.weight$")
+    if model.get("family") == "hiera" or "hiera" in str(model.get("name", "")) or any(map(widening.search, state)):
+        raise ValueError(f"{path} is a Hiera checkpoint: only ViT checkpoints export to {target} "
+                         f"(`crossmae export --timm` writes timm's Hiera)")
+
+
 # ------------------------------------------------------------------ export
 def read_results(path: Path | None, checkpoint: Path) -> dict | None:
     """The run's results.json: ``path``, else a pretraining results.json beside the checkpoint."""
@@ -163,17 +270,26 @@ def export(checkpoint: str | Path, out: str | Path, mode: str = "full", results:
     ``out`` must be new or empty unless ``overwrite`` (see :func:`replaced_files`: nothing else is touched)."""
     from .analysis.loading import load_pretrained
     from .hub import encoder_of
+    from .models.hiera import HieraEncoder
     from .userfiles import check_output_dir
     if mode not in ("full", "encoder", "timm"):
         raise ValueError(f"mode must be full, encoder or timm, got {mode!r}")
     checkpoint, out = Path(checkpoint), Path(out)
     check_output_dir(out, OUR_FILES, overwrite)  # before the slow part
-    model, _ = load_pretrained(checkpoint, model_name, model_kwargs)  # ours or the release's format
+    model, info = load_pretrained(checkpoint, model_name, model_kwargs)  # ours or the release's format
+    hiera = isinstance(model, HieraEncoder)
+    if hiera and mode != "timm":
+        raise ValueError(f"{checkpoint}: a Hiera checkpoint ({info['name']}) exports only for timm: add --timm")
+    if hiera and global_pool not in (None, "avg"):
+        raise ValueError(f"{checkpoint}: a Hiera encoder has no cls token: global_pool must be avg")
     data = read_results(Path(results) if results else None, checkpoint)
     stale = [n for n in replaced_files(out, mode) if n not in written_files(mode)]
     out.mkdir(parents=True, exist_ok=True)
     source = checkpoint.name
-    if mode == "timm":
+    if hiera:
+        spec = save_timm_hiera(model, {**info["kwargs"], "name": info["name"]}, out, data, source)
+        logger.info("timm: %s", timm_usage(spec))
+    elif mode == "timm":
         spec = save_timm(encoder_of(model), out, global_pool, data, source)
         logger.info("timm: %s", timm_usage(spec))
     else:
@@ -209,7 +325,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "model.safetensors, README.md, timm.json), keep every other file")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--encoder-only", action="store_true", help="the encoder alone (MaskedViTEncoder)")
-    mode.add_argument("--timm", action="store_true", help="the encoder in timm's VisionTransformer layout")
+    mode.add_argument("--timm", action="store_true",
+                      help="the encoder in timm's VisionTransformer layout (a Hiera checkpoint: timm's Hiera)")
     p.add_argument("--global-pool", choices=("avg", "token"), default=None,
                    help="--timm: 'avg' (MAE fine-tuning: fresh fc_norm, no final norm) or 'token' (cls token "
                         "through the final norm); default: token if the encoder has a final norm, else avg")

@@ -32,6 +32,7 @@ import torch
 from crossmae.cli import report_errors
 from crossmae.engine import encoder_state, load_checkpoint, model_state
 from crossmae.engine.checkpoint import atomic_write
+from crossmae.export import refuse_hiera
 from crossmae.userfiles import check_output_file
 from crossmae.models.rel_pos import grid_from_length, resize_abs_pos
 
@@ -69,7 +70,9 @@ def export(src: str | Path, dst: str | Path, pretrain_img_size: int = 224, patch
     ``DetectionCheckpointer(model).load(dst)``. An existing ``dst`` is replaced only if ``overwrite``."""
     dst = Path(dst)
     check_output_file(dst, overwrite)
-    state = model_state(load_checkpoint(src), src)
+    ckpt = load_checkpoint(src)
+    state = model_state(ckpt, src)
+    refuse_hiera(ckpt, state, src, "detectron2")
     out, dropped = to_detectron2(state, pretrain_img_size, patch_size)
     atomic_write(dst, lambda f: torch.save({"model": out, "__author__": "crossmae-toolkit"}, f))
     logger.info("wrote %d tensors to %s (dropped %s)", len(out), dst, dropped)

@@ -29,6 +29,7 @@ import torch
 
 from crossmae.cli import report_errors
 from crossmae.engine.checkpoint import CheckpointError, atomic_write, encoder_state, load_checkpoint, model_state
+from crossmae.export import refuse_hiera
 from crossmae.userfiles import check_output_file
 
 _BLOCK_RULES = ((re.compile(r"\.norm(\d)\."), r".ln\1."), (re.compile(r"\.mlp\.fc1\."), ".ffn.layers.0.0."),
@@ -72,6 +73,7 @@ def export(src: str, dst: str, overwrite: bool = False) -> str:
     ckpt = load_checkpoint(src)
     state = model_state(ckpt, src)
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    refuse_hiera(ckpt, state, src, "mmseg")
     if any(k.startswith("backbone.") for k in state) and any(k.startswith("decode_head.") for k in state):
         out = {"state_dict": to_mmseg_segmentor(state),
                "meta": {"source": str(src), "exported_by": "crossmae seg.export", "CLASSES": None}}

@@ -8,7 +8,8 @@ Sections (each reports ok / failed / skipped with its reason; a failure does not
   environment  torch / CUDA / GPU / optional packages
   step         bf16 training step (forward + backward + fused AdamW) of ViT-B and ViT-L, CrossMAE g0.25 and
                g0.75 (decoder depth 12) and MAE (depth 8): images/s, MFU, peak memory; torch.compile on and
-               off (compile for --compile-sizes only, to stay within the time budget; --compile-modes)
+               off (compile for --compile-sizes only, to stay within the time budget; --compile-modes); and
+               Hiera-B (--hiera-sizes), CrossMAE-Hiera g0.25 and MAE-Hiera (decoder depth 8), eager
   profile      where a ViT-B g0.25 eager step's GPU time goes, at batch 128 and --batch-size: the share of the
                wall time the GPU is busy (low = launch-bound), kernels per step, the top kernels
   sdpa         which scaled_dot_product_attention kernels actually ran in a training step (fails on the
@@ -93,24 +94,37 @@ def environment(args) -> dict:
 def step(args) -> dict:
     need_cuda()
     from crossmae.analysis import benchmark as B
-    configs = B.parse_configs(args.configs)
-    counted = B.count_all(args.sizes, configs)
     peak = args.peak_tflops or B.peak_tflops(torch.cuda.get_device_name(0))
+    rows = step_rows(args, args.sizes, B.parse_configs(args.configs), peak)
+    rows += step_rows(args, args.hiera_sizes, list(B.HIERA_CONFIGS.values()), peak, compile_sizes=())
+    return {"data": {"peak_bf16_tflops": peak, "rows": rows}, "table": step_table(rows)}
+
+
+def step_rows(args, sizes: list[str], configs: list, peak: float | None, compile_sizes=None, device: str = "cuda",
+              precision: str = "bf16", img_size: int = 224, overrides: dict | None = None) -> list[dict]:
+    """Timed training steps of ``configs`` at every size, with MFU from their meta-device FLOPs."""
+    from crossmae.analysis import benchmark as B
+    compile_sizes = args.compile_sizes if compile_sizes is None else compile_sizes
+    counted = B.count_all(sizes, configs, img_size=img_size, overrides=overrides)
     rows = []
-    for size in args.sizes:
-        for compile in (False, *args.compile_modes) if size in args.compile_sizes else (False,):
+    for size in sizes:
+        for compile in (False, *args.compile_modes) if size in compile_sizes else (False,):
             timed = B.time_configs(size, configs, args.batch_size, args.repeats, warmup=2, steps_per_repeat=5,
-                                   device="cuda", precision="bf16", compile=compile, progress=False)
+                                   img_size=img_size, device=device, precision=precision, compile=compile,
+                                   progress=False, overrides=overrides)
             B.add_mfu(timed, counted, peak)
             rows += timed
     for r in rows:  # the per-repeat lists are for paired ratios, not for the report
         r.pop("step_s_all", None)
         r.pop("cpu_s_all", None)
-    return {"data": {"peak_bf16_tflops": peak, "rows": rows},
-            "table": [{"size": r["size"], "config": r["label"], "compile": r["compile"], "fused AdamW": r["fused_adamw"],
-                       "img/s": _f(r.get("images_per_s"), 0), "MFU": _pct(r.get("mfu")),
-                       "TFLOP/s": _f(r.get("achieved_tflops"), 1), "peak mem GB": _f(_gb(r.get("peak_memory_mb")), 1),
-                       "OOM": r["oom"]} for r in rows]}
+    return rows
+
+
+def step_table(rows: list[dict]) -> list[dict]:
+    return [{"size": r["size"], "config": r["label"], "compile": r["compile"], "fused AdamW": r["fused_adamw"],
+             "img/s": _f(r.get("images_per_s"), 0), "MFU": _pct(r.get("mfu")),
+             "TFLOP/s": _f(r.get("achieved_tflops"), 1), "peak mem GB": _f(_gb(r.get("peak_memory_mb")), 1),
+             "OOM": r["oom"]} for r in rows]
 
 
 def kernel_summary(kernels: list[tuple[str, float]], steps: int, wall_s: float, top: int = 8) -> dict:
@@ -502,6 +516,8 @@ def main(argv=None) -> int:
                    help="torch.compile modes timed for --compile-sizes (reduce-overhead: CUDA graphs, against "
                         "the launch overhead of small per-GPU batches)")
     p.add_argument("--configs", nargs="+", default=list(B.PAPER_CONFIGS))
+    p.add_argument("--hiera-sizes", nargs="*", choices=["tiny", "small", "base", "base_plus", "large"],
+                   default=["base"], help="step section: CrossMAE-Hiera g0.25 and MAE-Hiera rows (none: skip them)")
     p.add_argument("--batch-size", type=int, default=256, help="per-GPU batch of the ViT-B/L pretraining recipes")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak (default: by GPU name)")

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..engine.checkpoint import encoder_state
 from ..models import build_model
+from ..models.hiera import MaskedHieraPretrainer
 
 
 def _is_attention(op) -> bool:
@@ -80,20 +81,31 @@ def build_on(device: str | torch.device, name: str, **kwargs) -> nn.Module:
         return build_model(name, **kwargs)
 
 
+def encode_visible(model: nn.Module, imgs: torch.Tensor, masks) -> None:
+    """The encoder part of a pretraining forward: the ViT on the visible patches, Hiera (patch convolution
+    and blocks) on the visible mask units."""
+    if isinstance(model, MaskedHieraPretrainer):
+        model.forward_blocks(imgs, model.visible_units(masks))
+    else:
+        model.forward_features(imgs, masks.ids_keep)
+
+
 def model_flops(model: nn.Module, batch_size: int = 1, device: str | torch.device | None = None,
                 train: bool = False) -> dict[str, dict[str, float]]:
     """FLOPs PER IMAGE of a masked-autoencoder forward at its own mask / prediction ratios:
     {"encoder": {...}, "decoder": {...}, "total": {...}}, each {"total", "attention", "linear"}.
 
-    Encoder = patch embedding + ViT blocks on the visible tokens (+ final norm). Decoder = everything
-    after: MAE's decoder_embed, mask tokens, blocks and head; CrossMAE's inter-block mixing, per-block
-    key/value projections of the encoder features, blocks and head. With ``train``, "train_step" adds the
+    Encoder = patch embedding + ViT blocks on the visible tokens (+ final norm), or Hiera's patch
+    convolution + blocks on the visible mask units. Decoder = everything after: MAE's decoder_embed, mask
+    tokens, blocks and head; CrossMAE's inter-block mixing, per-block key/value projections of the encoder
+    features, blocks and head; on Hiera also the per-stage convolutions to the last stage's grid
+    (MAE-Hiera's fusion heads, CrossMAE-Hiera's mix of stages) and the final norms. With ``train``, "train_step" adds the
     forward + backward count (backward as the counter's registered formulas, about 2x forward)."""
     device = device or next(model.parameters()).device
     size = model.patch_embed.img_size
     imgs = torch.zeros(batch_size, model.in_chans, *size, device=device)
     masks = model.sample_masks(imgs)
-    enc = count_flops(model.forward_features, imgs, masks.ids_keep)
+    enc = count_flops(encode_visible, model, imgs, masks)
     full = count_flops(model, imgs, masks)
     out = {"encoder": enc, "decoder": {k: full[k] - enc[k] for k in full}, "total": full}
     if train:

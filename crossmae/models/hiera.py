@@ -356,6 +356,9 @@ class MaskedHieraPretrainer(HieraEncoder):
                                    self.pred_ratio, device=imgs.device, generator=generator)
 
     def visible_units(self, masks: Masks) -> torch.Tensor:
+        if masks.ids_keep.is_meta:  # shapes only (FLOP counting): the visible patches are whole units
+            n, k = masks.ids_keep.shape
+            return masks.ids_keep.new_empty(n, k // self.units_side ** 2)
         return visible_units(masks, self.unit_grid, self.units_side)
 
     def encoder_tokens_to_patches(self, unit_keep: torch.Tensor) -> torch.Tensor:

@@ -171,3 +171,17 @@ def test_lazyconfigs_are_valid_python():
         src = (D2_CONFIGS / name).read_text()
         ast.parse(src)
         assert "lr_decay_rate" in src or "lr_factor_func" in src
+
+
+@pytest.mark.parametrize("with_config", [True, False])
+def test_hiera_checkpoint_is_refused_in_one_line(tmp_path, capsys, with_config):
+    """A Hiera pretraining checkpoint, told by its config's model name or, without one, by its widening blocks."""
+    from crossmae.engine import save_checkpoint
+    from tiny import save_tiny_hiera_checkpoint
+    src = save_tiny_hiera_checkpoint(tmp_path / "hiera.pth")
+    if not with_config:
+        save_checkpoint({"model": model_state(load_checkpoint(src))}, src)
+    assert main([str(src), str(tmp_path / "d2.pth")]) == 2
+    assert capsys.readouterr().err == (f"det.export: error: {src} is a Hiera checkpoint: only ViT checkpoints export "
+                                       f"to detectron2 (`crossmae export --timm` writes timm's Hiera)\n")
+    assert not (tmp_path / "d2.pth").exists()

@@ -112,3 +112,30 @@ def test_loop_section_runs_the_real_command_on_cpu(tmp_path):
     assert loop["table"][0]["steps"] == 4 and loop["data"]["images_per_s"] > 0
     records = [json.loads(line) for line in (tmp_path / "loop" / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records][-1] == 4 and all("epoch_elapsed_s" in r for r in records)
+
+
+def test_step_rows_include_hiera_on_cpu():
+    """The step section's Hiera rows, on CPU at the demo geometry of configs/pretrain/crossmae_hiera_demo.yaml
+    (structure only: the numbers of a CPU are not the GPU's)."""
+    import argparse
+
+    import yaml
+
+    from crossmae.analysis import benchmark as B
+    from tiny import REPO
+    demo = yaml.safe_load((REPO / "configs" / "pretrain" / "crossmae_hiera_demo.yaml").read_text())["model"]
+    geometry = {k: v for k, v in demo.items() if k not in ("name", "decoder_depth", "pred_ratio", "mask_ratio",
+                                                           "inter_block", "norm_pix_loss")}
+    args = argparse.Namespace(batch_size=2, repeats=1, compile_sizes=[], compile_modes=[])
+    rows = gpu_check.step_rows(args, ["base"], list(B.HIERA_CONFIGS.values()), peak=100.0, device="cpu",
+                               precision="fp32", img_size=32, overrides=geometry)
+    assert [r["label"] for r in rows] == ["MAE-Hiera d8", "CrossMAE-Hiera g0.25 d8"]
+    for r in rows:
+        assert r["size"] == "base" and not r["oom"] and r["images_per_s"] > 0
+        assert r["mfu"] == pytest.approx(r["achieved_tflops"] / 100.0) and r["mfu"] > 0
+        assert "step_s_all" not in r
+    table = gpu_check.step_table(rows)
+    assert [t["config"] for t in table] == ["MAE-Hiera d8", "CrossMAE-Hiera g0.25 d8"]
+    assert set(table[0]) == {"size", "config", "compile", "fused AdamW", "img/s", "MFU", "TFLOP/s", "peak mem GB", "OOM"}
+    assert B.parse_configs(["mae-d8"])[0].model_name("base") == "mae_vit_base_patch16"
+    assert [c.model_name("base") for c in B.HIERA_CONFIGS.values()] == ["mae_hiera_base_224", "crossmae_hiera_base_224"]

@@ -179,3 +179,52 @@ def test_compile_mode_reaches_torch_compile(monkeypatch):
                                progress=False, overrides=small, compile=compile)
         assert timed[0]["compile"] == compile and timed[0]["repeats"] == 1
     assert seen == [{}, {"mode": "reduce-overhead"}]
+
+
+def demo_model_section(name: str) -> dict:
+    """The ``model:`` section of a Hiera demo config, as tools/toy_preset.py passes it to meta_model_flops."""
+    import yaml
+
+    from tools_fixtures import REPO
+    return yaml.safe_load((REPO / "configs" / "pretrain" / name).read_text())["model"]
+
+
+def test_tiny_hiera_decoders_match_hand_count():
+    """The demo geometry (configs/pretrain/*_hiera_demo.yaml), worked by hand: 32 px, stride-2 patches (16 x 16
+    tokens), mask units of 4 x 4 tokens (16 units), one q-pool, widths 32-64-128, a unit's tokens per side
+    4-2-2: the last stage has 2 x 2 tokens per unit = 4 px prediction patches, an 8 x 8 grid of 64. Mask 0.6:
+    int(16 * 0.4) = 6 visible units -> t = 24 last-stage tokens; 40 masked patches."""
+    t, de, dd, depth, px = 24, 128, 96, 2, 4 * 4 * 3
+    cross_kw, mae_kw = demo_model_section("crossmae_hiera_demo.yaml"), demo_model_section("mae_hiera_demo.yaml")
+    assert (cross_kw["decoder_embed_dim"], cross_kw["decoder_depth"], cross_kw["mask_ratio"]) == (dd, depth, 0.6)
+    # CrossMAE-Hiera mixes the 3 stages, each brought to width 128 on the 2 x 2 grid per unit: stage 1 by a
+    # 2x2 / stride-2 convolution (32 channels x 4 taps in per output token), stage 2 by a 1x1 one (64 in),
+    # stage 3 as it is
+    fuse = 2 * t * (32 * 4) * de + 2 * t * 64 * de
+    mix = 2 * depth * 3 * t * de  # W [depth, 3] times the 3 stacked maps
+    kwargs = {k: v for k, v in cross_kw.items() if k != "name"}
+    for pred_ratio, n_pred in ((0.6, 40), (0.25, 40 - int(64 * (0.6 - 0.25)))):
+        attention = 4 * n_pred * t * dd  # QK^T and AV: the predicted queries against the visible tokens only
+        per_block = (2 * n_pred * dd * dd + 2 * t * de * 2 * dd  # q; k and v from the encoder width
+                     + attention + 2 * n_pred * dd * dd + 16 * n_pred * dd * dd)  # attention, proj, MLP
+        total = fuse + mix + depth * per_block + 2 * n_pred * dd * px  # + the head on the predicted patches
+        flops, _ = meta_model_flops(cross_kw["name"], train=False, **{**kwargs, "pred_ratio": pred_ratio})
+        assert (flops["decoder"]["total"], flops["decoder"]["attention"]) == (total, depth * attention), pred_ratio
+    # MAE-Hiera: stage 1's fusion head (the 2x2 / stride-2 convolution) + stage 3 (identity), decoder_embed
+    # on the visible tokens, 2 self-attention blocks over all 64 patches (no cls token), the head on the 40 masked
+    mae_total = 2 * t * (32 * 4) * de + 2 * t * de * dd + depth * block_flops(64, dd)[0] + 2 * 40 * dd * px
+    mae, _ = meta_model_flops(mae_kw["name"], train=False, **{k: v for k, v in mae_kw.items() if k != "name"})
+    assert mae["decoder"]["total"] == mae_total
+    assert mae["encoder"]["total"] == flops["encoder"]["total"] > 0
+
+
+def test_crossmae_hiera_decoder_cheaper_than_mae_hiera():
+    """At γ = 0.25 (the paper's ViT setting) CrossMAE-Hiera's decoder costs less than MAE-Hiera's at the same
+    encoder and decoder size, forward and training step alike."""
+    kwargs = {k: v for k, v in demo_model_section("crossmae_hiera_demo.yaml").items() if k not in ("name", "pred_ratio")}
+    mae_kwargs = {k: v for k, v in kwargs.items() if k != "inter_block"}
+    cross, _ = meta_model_flops("crossmae_hiera_tiny_224", pred_ratio=0.25, **kwargs)
+    mae, _ = meta_model_flops("mae_hiera_tiny_224", **mae_kwargs)
+    assert cross["decoder"]["total"] < mae["decoder"]["total"]
+    assert cross["train_step"]["total"] < mae["train_step"]["total"]
+    assert cross["encoder"] == mae["encoder"]

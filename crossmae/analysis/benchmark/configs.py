@@ -20,9 +20,10 @@ class BenchConfig:
     decoder: str  # "mae" | "crossmae"
     decoder_depth: int
     pred_ratio: float | None = None
+    family: str = "vit"  # the encoder: "vit" | "hiera"
 
     def model_name(self, size: str) -> str:
-        return vit_model_name(self.decoder, size)
+        return f"{self.decoder}_hiera_{size}_224" if self.family == "hiera" else vit_model_name(self.decoder, size)
 
     def kwargs(self, img_size: int) -> dict:
         kw = {"decoder_depth": self.decoder_depth, "img_size": img_size}
@@ -32,9 +33,10 @@ class BenchConfig:
 
     @property
     def label(self) -> str:
+        suffix = "-Hiera" if self.family == "hiera" else ""
         if self.decoder == "mae":
-            return f"MAE d{self.decoder_depth}"
-        return f"CrossMAE g{self.pred_ratio:g} d{self.decoder_depth}"
+            return f"MAE{suffix} d{self.decoder_depth}"
+        return f"CrossMAE{suffix} g{self.pred_ratio:g} d{self.decoder_depth}"
 
 
 CONFIGS = {c.key: c for c in [
@@ -43,6 +45,10 @@ CONFIGS = {c.key: c for c in [
     BenchConfig("cross0.75-d8", "crossmae", 8, 0.75), BenchConfig("cross0.75-d12", "crossmae", 12, 0.75)]}
 
 PAPER_CONFIGS = ("mae-d8", "cross0.25-d12", "cross0.75-d12")  # the paper's main comparison
+
+# Hiera (crossmae/models/hiera*.py): MAE-Hiera's 8 x 512 decoder, CrossMAE-Hiera with the same at γ 0.25
+HIERA_CONFIGS = {c.key: c for c in [BenchConfig("hiera-mae-d8", "mae", 8, family="hiera"),
+                                    BenchConfig("hiera-cross0.25-d8", "crossmae", 8, 0.25, family="hiera")]}
 
 
 def parse_configs(keys: list[str]) -> list[BenchConfig]:
