@@ -31,7 +31,7 @@ import torch
 
 from crossmae.cli import report_errors
 from crossmae.engine import encoder_state, load_checkpoint, model_state
-from crossmae.engine.checkpoint import atomic_write
+from crossmae.files import atomic_write
 from crossmae.export import refuse_hiera
 from crossmae.userfiles import check_output_file
 from crossmae.models.rel_pos import grid_from_length, resize_abs_pos

@@ -28,8 +28,9 @@ import sys
 import torch
 
 from crossmae.cli import report_errors
-from crossmae.engine.checkpoint import CheckpointError, atomic_write, encoder_state, load_checkpoint, model_state
+from crossmae.engine.checkpoint import CheckpointError, encoder_state, load_checkpoint, model_state
 from crossmae.export import refuse_hiera
+from crossmae.files import atomic_write
 from crossmae.userfiles import check_output_file
 
 _BLOCK_RULES = ((re.compile(r"\.norm(\d)\."), r".ln\1."), (re.compile(r"\.mlp\.fc1\."), ".ffn.layers.0.0."),

@@ -504,7 +504,7 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     from crossmae.analysis import benchmark as B
-    from crossmae.engine.checkpoint import atomic_write
+    from crossmae.files import atomic_write
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default="output/gpu_check")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
