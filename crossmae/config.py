@@ -108,48 +108,39 @@ RATE = Check(lo=0, hi=1, hi_open=True)  # [0, 1)
 FRACTION = Check(lo=0, hi=1, lo_open=True)  # (0, 1]
 BETAS = Check(lo=0, hi=1, hi_open=True, length=2)
 
-# Field name -> its check, for every task schema (crossmae/config.py, crossmae/classification/config.py,
-# cls_transfer/config.py, seg/config.py, det/train.py) and the model keyword arguments they share.
+# Field name -> its check, for the names the task schemas (crossmae/config.py, crossmae/classification/config.py,
+# cls_transfer/config.py, seg/config.py, det/config.py) and the model keyword arguments share; a name only one
+# task uses has its check in that task's schema class (``checks``).
 CHECKS: dict[str, Check] = {
     # run length, batching, cadence
-    "epochs": POS_INT, "max_iters": POS_INT, "iters_per_epoch": POS_INT, "batch_size": POS_INT,
+    "epochs": POS_INT, "batch_size": POS_INT,
     "global_batch_size": POS_INT, "accum_iter": POS_INT, "eval_batch_size": POS_INT,
     "save_every": POS_INT, "log_every": POS_INT, "eval_every": POS_INT, "keep_every": NONNEG_INT,
     "num_vis": NONNEG_INT, "seed": SEED, "num_workers": NUM_WORKERS,
     "precision": Check(choices=("auto", "bf16", "fp16", "fp32")),
     "compile": Check(choices=("auto", "true", "false"), casefold=True),  # bool in the task schemas: passes
     "attention": Check(choices=("sdpa", "flash")),
-    "eval_backend": Check(choices=("pycocotools", "faster_coco_eval")),
-    # optimisation
+    # optimisation (milestones, gamma, warmup_factor: crossmae.engine.optim.warmup_step's)
     "lr": NONNEG, "blr": NONNEG, "min_lr": NONNEG, "weight_decay": NONNEG, "betas": BETAS, "momentum": RATE,
-    "layer_decay": FRACTION, "warmup_epochs": NONNEG, "warmup_iters": NONNEG_INT, "warmup_ratio": PROB,
-    "warmup_factor": PROB, "clip_grad": POSITIVE, "power": NONNEG, "gamma": POSITIVE,
+    "layer_decay": FRACTION, "warmup_epochs": NONNEG, "warmup_iters": NONNEG_INT,
+    "warmup_factor": PROB, "clip_grad": POSITIVE, "gamma": POSITIVE,
     "milestones": Check(lo=0, hi=1, ordered=True),  # fractions of the run
-    # models (also the keyword arguments in pretraining's model: and seg's model.backbone:)
+    # models (also the keyword arguments in pretraining's model:, seg's model.backbone: and det's model.hiera:)
     **{k: POS_INT for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
-                            "decoder_depth", "decoder_num_heads", "pretrain_img_size", "num_classes", "nb_classes",
-                            "channels", "aux_channels", "fpn_channels", "box_head_fc", "detections_per_img",
-                            "canonical_scale", "box_batch_size_per_image", "rpn_pre_nms_top_n_train",
-                            "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test",
-                            "anchor_sizes", "pool_scales")},
+                            "decoder_depth", "decoder_num_heads", "pretrain_img_size", "nb_classes")},
     "window_size": NONNEG_INT,  # 0 = global attention
-    "global_attn_indexes": NONNEG_INT, "aux_in_index": NONNEG_INT, "box_head_convs": NONNEG_INT,
-    "mask_head_convs": NONNEG_INT,
-    "mlp_ratio": POSITIVE, "drop_path_rate": RATE, "dropout": RATE, "aux_weight": NONNEG, "box_score_thresh": PROB,
-    "mask_ratio": RATE, "pred_ratio": Check(lo=0, hi=1, lo_open=True, hi_open=True), "neck_rescales": POSITIVE,
+    "global_attn_indexes": NONNEG_INT,
+    "mlp_ratio": POSITIVE, "drop_path_rate": RATE,
+    "mask_ratio": RATE, "pred_ratio": Check(lo=0, hi=1, lo_open=True, hi_open=True),
     "global_pool": Check(choices=("avg", "token")),
     # data and augmentation
-    "image_size": POS_INT, "crop_size": POS_INT, "min_scale": POSITIVE, "max_scale": POSITIVE,
-    "scale": Check(lo=1, integer=True, length=2), "ratio_range": Check(lo=0, lo_open=True, length=2, ordered=True),
-    "cat_max_ratio": FRACTION, "flip_prob": PROB, "synthetic_train": POS_INT, "synthetic_val": POS_INT,
+    "synthetic_train": POS_INT, "synthetic_val": POS_INT,
     "synthetic_size": POS_INT, "color_jitter": NONNEG, "reprob": PROB, "recount": POS_INT, "mixup": NONNEG,
     "cutmix": NONNEG, "cutmix_minmax": Check(lo=0, hi=1, length=2, ordered=True), "mixup_prob": PROB,
     "mixup_switch_prob": PROB, "mixup_mode": Check(choices=("batch", "pair", "elem")),
     "remode": Check(choices=("const", "rand", "pixel")), "smoothing": RATE, "crop_pct": FRACTION,
     # divergence (crossmae/engine/loop.py: DivergencePolicy)
     "on_divergence": Check(choices=("stop", "rollback")), "max_retries": NONNEG_INT, "lr_factor": FRACTION,
-    # evaluation
-    "stride": POS_INT, "ratios": POSITIVE, "crop_batch": POS_INT, "max_images": POS_INT,
 }
 
 

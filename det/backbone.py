@@ -1,7 +1,7 @@
 """The detector's backbone net from a config section, and its pretrained encoder.
 
 ``model.family`` picks it: 'vit' (crossmae.models.dense_vit.DenseViT with ViTDet's settings from the ViT
-fields of det.train.DetModel) or 'hiera' (crossmae.models.hiera.DenseHiera from ``model.hiera``). Both
+fields of det.config.DetModel) or 'hiera' (crossmae.models.hiera.DenseHiera from ``model.hiera``). Both
 satisfy crossmae.models.dense.DenseBackbone, which is all det.modeling reads.
 """
 from __future__ import annotations
@@ -17,6 +17,8 @@ from crossmae.models.dense_vit import DenseViT
 from crossmae.models.hiera import DenseHiera
 from crossmae.models.transfer import hiera_backbone_args
 
+from .config import resolve_vit
+
 logger = logging.getLogger("crossmae")
 
 # the config fields that decide the backbone's shapes, named when a checkpoint does not fit
@@ -26,9 +28,9 @@ SHAPE_FIELDS = {"vit": "the ViT of model.* (embed_dim / depth / num_heads / patc
 
 
 def build_net(m, image_size: int, pretrained: str = "") -> nn.Module:
-    """The backbone of the ``model`` config section (see det.train.DetModel). A Hiera with
-    ``model.hiera.size=auto`` takes its architecture from the ``pretrained`` checkpoint and writes the
-    resolved arguments back into ``m.hiera`` (so the saved config rebuilds it without the checkpoint)."""
+    """The backbone of the ``model`` config section (see det.config.DetModel). Resolved arguments are
+    written back into ``m``, so the saved config rebuilds the net: a ViT's unset fields from ``m.size``;
+    a Hiera with ``model.hiera.size=auto`` takes its architecture from the ``pretrained`` checkpoint."""
     if m.family not in FAMILIES:
         raise ValueError(f"model.family must be one of {FAMILIES}, got {m.family!r}")
     if m.family == "hiera":
@@ -36,6 +38,7 @@ def build_net(m, image_size: int, pretrained: str = "") -> nn.Module:
             else None
         m.hiera = hiera_backbone_args(m.hiera, ckpt_config)
         return DenseHiera(**m.hiera)
+    resolve_vit(m)
     return DenseViT(img_size=image_size, pretrain_img_size=m.pretrain_img_size, patch_size=m.patch_size,
                     embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
                     drop_path_rate=m.drop_path_rate, window_size=m.window_size,

@@ -10,14 +10,12 @@ import argparse
 import logging
 import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
 
 import torch
 
 from crossmae.cli import report_errors
-from crossmae.config import Divergence, load_config, to_dict
+from crossmae.config import load_config, to_dict
 from crossmae.data import build_loader
 from crossmae.engine import build_adamw, load_checkpoint, steps_per_epoch, warmup_step
 from crossmae.engine.checkpoint import load_model_state
@@ -26,99 +24,12 @@ from crossmae.engine.task import RunContext, Task, run_task
 from crossmae.models.naming import describe_model
 
 from .backbone import build_net, load_encoder
+from .config import DetConfig
 from .data import CocoInstances, LargeScaleJitter, collate
 from .evaluation import CocoEvaluator
 from .modeling import build_mask_rcnn
 
 logger = logging.getLogger("crossmae")
-
-
-@dataclass
-class DetModel:
-    family: str = "vit"  # the backbone: vit (the fields below) | hiera (model.hiera)
-    # keyword arguments of crossmae.models.hiera.DenseHiera: size (auto = the pretrained checkpoint's) + overrides
-    hiera: Dict[str, Any] = field(default_factory=lambda: {"size": "auto"})
-    # the ViT (crossmae.models.dense_vit); defaults: ViT-B/16 as in ViTDet
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    patch_size: int = 16
-    mlp_ratio: float = 4.0
-    pretrain_img_size: int = 224  # pos_embed is kept on this grid (the pretraining one) and resized per input
-    window_size: int = 14
-    global_attn_indexes: List[int] = field(default_factory=lambda: [2, 5, 8, 11])  # the others use windows
-    drop_path_rate: float = 0.1
-    rel_pos: str = "decomposed"  # ViTDet's decomposed relative positions (zero-initialised); "none" to drop
-    use_act_checkpoint: bool = False  # recompute blocks in the backward pass (saves memory for L/H)
-    # the detector (torchvision components)
-    fpn_channels: int = 256
-    anchor_sizes: List[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])  # one per level p2..p6
-    box_head_convs: int = 4
-    box_head_fc: int = 1024
-    mask_head_convs: int = 4
-    rpn_pre_nms_top_n_train: int = 2000  # per pyramid level
-    rpn_pre_nms_top_n_test: int = 1000
-    rpn_post_nms_top_n_train: int = 1000  # per image
-    rpn_post_nms_top_n_test: int = 1000
-    box_batch_size_per_image: int = 512
-    box_score_thresh: float = 0.05  # detections below this score are not reported
-    detections_per_img: int = 100
-    canonical_scale: int = 224  # RoI level assignment: a box of this size goes to p4
-    head_init: str = "detectron2"  # ROI predictors as in ViTDet; "torchvision": its defaults (toy CPU runs)
-
-
-@dataclass
-class DetData:
-    root: str = ""  # COCO root: annotations/instances_<split>.json and <split>/ images; "synthetic" = generate
-    name: str = ""  # dataset name in results.json; empty = the root folder's name
-    train_split: str = "train2017"
-    val_split: str = "val2017"
-    num_workers: int = 8
-    min_scale: float = 0.1  # large-scale jitter range
-    max_scale: float = 2.0
-    synthetic_train: int = 200  # data.root=synthetic: images per split and their size
-    synthetic_val: int = 50
-    synthetic_size: int = 96
-
-
-@dataclass
-class DetOptim:
-    lr: float = 1e-4  # absolute (ViTDet: 1e-4 at batch 64)
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.1
-    layer_decay: float = 0.7  # B 0.7, L 0.8, H 0.9
-    warmup_iters: int = 250
-    warmup_factor: float = 0.001
-    milestones: List[float] = field(default_factory=lambda: [0.8889, 0.9630])  # 163889, 177546 of 184375
-    gamma: float = 0.1
-    clip_grad: Optional[float] = None
-
-
-@dataclass
-class DetConfig:
-    model: DetModel = field(default_factory=DetModel)
-    data: DetData = field(default_factory=DetData)
-    optim: DetOptim = field(default_factory=DetOptim)
-    pretrained: str = ""  # pretraining checkpoint whose encoder initialises the ViT ("" = from scratch)
-    weights: str = ""  # a trained detector checkpoint to evaluate (eval_only); default <output_dir>/checkpoint.pth
-    eval_only: bool = False  # evaluate `weights` and stop (--eval-only on the command line)
-    image_size: int = 1024
-    epochs: int = 100
-    batch_size: int = 8  # images per process (8 x 8 GPUs = 64)
-    eval_batch_size: int = 1
-    eval_every: int = 10  # epochs
-    eval_backend: str = "pycocotools"  # or faster_coco_eval
-    precision: str = "auto"
-    find_unused_parameters: bool = False
-    device: str = "auto"
-    seed: int = 0
-    output_dir: str = "output/det"
-    resume: str = ""
-    save_every: int = 1
-    keep_every: int = 0
-    log_every: int = 20
-    on_divergence: str = "stop"  # or rollback: restore the last good checkpoint at a lower lr
-    divergence: Divergence = field(default_factory=Divergence)
 
 
 def det_loss(model, batch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional
 
-from crossmae.config import Check, Divergence
+from crossmae.config import FRACTION, NONNEG, NONNEG_INT, POS_INT, POSITIVE, PROB, RATE, Check, Divergence
 
 
 @dataclass
@@ -23,6 +23,11 @@ class SegModel:
     pool_scales: List[int] = field(default_factory=lambda: [1, 2, 3, 6])
     neck_rescales: List[float] = field(default_factory=lambda: [4.0, 2.0, 1.0, 0.5])
     avg_non_ignore: bool = False  # mmseg's CrossEntropyLoss default: mean over all pixels, ignored ones included
+
+    # value ranges beyond crossmae.config.CHECKS (checked by load_config)
+    checks: ClassVar[dict] = {"num_classes": POS_INT, "channels": POS_INT, "aux_channels": POS_INT,
+                              "aux_weight": NONNEG, "aux_in_index": NONNEG_INT, "dropout": RATE,
+                              "pool_scales": POS_INT, "neck_rescales": POSITIVE}
 
 
 @dataclass
@@ -45,8 +50,10 @@ class SegData:
     synthetic_val: int = 40
     synthetic_size: List[int] = field(default_factory=lambda: [48, 96])  # (min, max) image side
 
-    # value ranges beyond crossmae.config.CHECKS (checked by load_config)
-    checks: ClassVar[dict] = {"synthetic_size": Check(lo=8, integer=True, length=2, ordered=True)}
+    checks: ClassVar[dict] = {"crop_size": POS_INT, "scale": Check(lo=1, integer=True, length=2),
+                              "ratio_range": Check(lo=0, lo_open=True, length=2, ordered=True),
+                              "cat_max_ratio": FRACTION, "flip_prob": PROB,
+                              "synthetic_size": Check(lo=8, integer=True, length=2, ordered=True)}
 
 
 @dataclass
@@ -60,7 +67,8 @@ class SegTest:
     num_workers: int = 4
     max_images: Optional[int] = None  # evaluate on the first N validation images only (quick checks)
 
-    checks: ClassVar[dict] = {"mode": Check(choices=("slide", "whole"))}
+    checks: ClassVar[dict] = {"mode": Check(choices=("slide", "whole")), "crop_size": POS_INT, "stride": POS_INT,
+                              "ratios": POSITIVE, "crop_batch": POS_INT, "max_images": POS_INT}
 
 
 @dataclass
@@ -74,6 +82,8 @@ class SegOptim:
     power: float = 1.0
     min_lr: float = 0.0
     clip_grad: Optional[float] = None
+
+    checks: ClassVar[dict] = {"warmup_ratio": PROB, "power": NONNEG}  # mmseg's poly schedule (seg/optim.py)
 
 
 @dataclass
@@ -103,3 +113,5 @@ class SegConfig:
     on_divergence: str = "stop"  # or rollback: restore the last good checkpoint at a lower lr
     divergence: Divergence = field(default_factory=Divergence)
     dataset_name: str = "ade20k"  # recorded in results.json
+
+    checks: ClassVar[dict] = {"max_iters": POS_INT, "iters_per_epoch": POS_INT}
