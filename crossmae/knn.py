@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .classification.evaluate import build_eval_loader
 from .classification.transforms import eval_transform
 from .data import SafeImageFolder, split_dir
+from .data.shards import build_eval_loader
 
 logger = logging.getLogger("crossmae")
 

@@ -122,8 +122,9 @@ def run_inference(model: torch.nn.Module, loader, cat_ids: list[int], device: to
 
 class CocoEvaluator:
     """``evaluate(model) -> metrics``, for the training loop and --eval-only. Every process runs
-    inference on its shard; rank 0 scores the union (duplicates from sampler padding removed) and
-    the metrics are shared with every rank."""
+    inference on its shard (:func:`crossmae.data.shards.build_eval_loader`: unpadded); rank 0 scores the
+    union (an image seen on two ranks, as a padding sampler would give, is scored once) and the metrics
+    are shared with every rank."""
 
     def __init__(self, loader, gt_dataset: dict, cat_ids: list[int], device: torch.device, rank: int = 0,
                  iou_types=("bbox", "segm"), backend: str = "pycocotools", precision_ctx=None):

@@ -17,6 +17,7 @@ import torch
 from crossmae.cli import report_errors
 from crossmae.config import load_config, to_dict
 from crossmae.data import build_loader
+from crossmae.data.shards import build_eval_loader
 from crossmae.engine import build_adamw, load_checkpoint, steps_per_epoch, warmup_step
 from crossmae.engine.checkpoint import load_model_state
 from crossmae.engine.loop import autocast, resolve_precision
@@ -24,10 +25,11 @@ from crossmae.engine.task import RunContext, Task, run_task
 from crossmae.models.naming import describe_model
 
 from .backbone import build_net, load_encoder
+from .coco import CocoInstances, collate
 from .config import DetConfig
-from .data import CocoInstances, LargeScaleJitter, collate
 from .evaluation import CocoEvaluator
 from .modeling import build_mask_rcnn
+from .transforms import LargeScaleJitter
 
 logger = logging.getLogger("crossmae")
 
@@ -105,8 +107,8 @@ def build_task(ctx: RunContext) -> Task:
         load_encoder(model.backbone.net, pretrained)
     model.to(dist.device)
 
-    val_loader = build_loader(val_set, cfg.eval_batch_size, cfg.data.num_workers, dist.rank, dist.world_size,
-                              cfg.seed, shuffle=False, drop_last=False, collate_fn=collate)
+    val_loader = build_eval_loader(val_set, cfg.eval_batch_size, cfg.data.num_workers, dist.rank, dist.world_size,
+                                   collate_fn=collate)
     precision = resolve_precision(cfg.precision, dist.device)
     evaluator = CocoEvaluator(val_loader, val_set.coco.dataset, val_set.cat_ids, dist.device, dist.rank,
                               backend=cfg.eval_backend, precision_ctx=autocast(precision, dist.device))

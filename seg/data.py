@@ -16,7 +16,8 @@ when a file is read, for files changed after the scan. Every error names the fil
 stops at the first bad pair (with the count); a training set (``bad_pairs="skip"``) drops them with a
 warning naming the first, and skips (logs, counts) one found bad when read.
 Images are decoded by :func:`crossmae.data.image.load_rgb` (16-bit images scaled, pixel limit); an
-unreadable one is skipped and counted in training (``skip_unreadable``) and stops an evaluation.
+unreadable one is skipped and counted in training (``skip_unreadable``, :mod:`crossmae.data.skipping`) and
+stops an evaluation.
 """
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from crossmae.data.image import UNREADABLE, ImageReadError, SkipCount, first_readable, header_sizes, load_rgb
+from crossmae.data.image import UNREADABLE, ImageReadError, header_sizes, load_rgb
+from crossmae.data.shards import ShardSampler, build_eval_loader  # noqa: F401 (ShardSampler: re-exported)
+from crossmae.data.skipping import CountsSkips, first_readable
 from crossmae.errors import WorkerSafe
 from crossmae.userfiles import parse_json
 
@@ -169,7 +172,7 @@ def check_label_range(values, num_classes: int, reduce_zero: bool) -> list[int]:
     return [v for v in values if v != IGNORE_INDEX and not 0 <= v < num_classes]
 
 
-class ADE20KDataset(Dataset):
+class ADE20KDataset(CountsSkips, Dataset):
     """``__getitem__`` -> ``transform(img uint8 [H, W, 3], label int64 [H, W])``; (image, label) if no transform.
 
     ``num_classes`` is the number of predicted classes (150 for ADE20K); label values must lie in
@@ -192,7 +195,7 @@ class ADE20KDataset(Dataset):
         if bad_pairs not in ("error", "skip"):
             raise ValueError(f"bad_pairs must be 'error' or 'skip', got {bad_pairs!r}")
         self.bad_pairs = bad_pairs  # training: drop (count) a pair whose label map is wrong; evaluation: stop
-        self._skips = SkipCount()
+        self._init_skips()
         if class_names is None:
             class_names = ADE20K_CLASSES if num_classes == len(ADE20K_CLASSES) else [str(i) for i in range(num_classes)]
         if len(class_names) != num_classes:
@@ -284,22 +287,14 @@ class ADE20KDataset(Dataset):
                                f"(expected {self._expected()})")
         return torch.from_numpy(img.copy()), torch.from_numpy(label)
 
-    def num_skipped(self) -> int:
-        """Unreadable images skipped so far (training); the loop logs it as ``skipped_images``."""
-        return int(self._skips)
-
     def __getitem__(self, index: int):
         def unreadable(i: int, e: Exception) -> None:
             if isinstance(e, SegDataError):  # a label map changed after the checks
-                if self.bad_pairs != "skip":
-                    raise e
-                self._skips.add()
-                logger.warning("skipping %s", e)
+                self.skip(e, self.bad_pairs == "skip")
                 return
-            if not self.skip_unreadable:
-                raise ImageReadError.of(" / ".join(map(str, self.pairs[i])), e) from e
-            self._skips.add()
-            logger.warning("skipping unreadable pair %s / %s (%s: %s)", *self.pairs[i], type(e).__name__, e)
+            pair = " / ".join(map(str, self.pairs[i]))
+            self.skip(ImageReadError.of(pair, e), self.skip_unreadable,
+                      f"unreadable pair {pair} ({type(e).__name__}: {e})", cause=e)
 
         img, label = first_readable(self.load, index, len(self.pairs), unreadable, self.root / "images" / self.split)
         if self.transform is not None:
@@ -345,19 +340,6 @@ class IterationSampler(Sampler[int]):
         return iter(stream[self.rank::self.world_size].tolist())
 
 
-class ShardSampler(Sampler[int]):
-    """Indices rank, rank + world, ...: every image evaluated exactly once over all ranks (no padding)."""
-
-    def __init__(self, dataset_len: int, rank: int = 0, world_size: int = 1):
-        self.indices = list(range(rank, dataset_len, world_size))
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-
 def train_loader(dataset, batch_size: int, iters_per_epoch: int, num_workers: int, rank: int, world_size: int,
                  seed: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     sampler = IterationSampler(len(dataset), batch_size * iters_per_epoch, rank, world_size, seed)
@@ -366,6 +348,5 @@ def train_loader(dataset, batch_size: int, iters_per_epoch: int, num_workers: in
 
 
 def eval_loader(dataset, num_workers: int, rank: int, world_size: int) -> torch.utils.data.DataLoader:
-    """One image per batch (sizes differ); the collate keeps the (img, label) pair unbatched."""
-    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=ShardSampler(len(dataset), rank, world_size),
-                                       num_workers=num_workers)
+    """This rank's shard, one (img, label) pair at a time, unbatched (sizes differ)."""
+    return build_eval_loader(dataset, None, num_workers, rank, world_size)

@@ -157,7 +157,7 @@ def test_an_evaluation_set_refuses_an_unreadable_image_instead_of_substituting_o
 
 
 def test_first_readable_skips_counts_and_gives_up_after_ten_in_a_row():
-    from crossmae.data.image import MAX_SKIPS_IN_A_ROW, SkipCount, first_readable
+    from crossmae.data.skipping import MAX_SKIPS_IN_A_ROW, SkipCount, first_readable
     bad = {3, 4, 5}
     skips, seen = SkipCount(), []
 

@@ -33,7 +33,7 @@ def test_a_deep_log_line_is_dropped_by_the_rewind(tmp_path):
 def test_a_deep_coco_file_is_one_annotation_error(tmp_path):
     import pytest
 
-    from det.data import AnnotationError, read_coco
+    from det.coco import AnnotationError, read_coco
     ann = tmp_path / "instances_val2017.json"
     ann.write_text('{"images": ' + DEEP + ', "annotations": [], "categories": []}')
     with pytest.raises(AnnotationError, match="instances_val2017.json is not valid JSON: nested more than"):

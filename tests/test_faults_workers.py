@@ -69,7 +69,7 @@ def test_the_toolkit_exception_classes_are_found():
 # raised where a DataLoader worker runs (datasets, readers, the config a dataset checks): the exception
 # itself must come back as it was raised; the others (raised in the main process only) at least print as
 # one line when they do come through a worker
-DATA_SIDE = ("crossmae.data.", "crossmae.config", "det.data", "seg.data", "cls_transfer.")
+DATA_SIDE = ("crossmae.data.", "crossmae.config", "det.coco", "seg.data", "cls_transfer.")
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)

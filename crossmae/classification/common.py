@@ -10,11 +10,12 @@ import torch
 
 from ..config import to_dict
 from ..data import build_loader
+from ..data.shards import build_eval_loader
 from ..engine.checkpoint import load_checkpoint, load_model_state, model_state
 from ..engine.loop import Evaluator
 from ..engine.task import RunContext, Task
 from .data import check_classes, check_same_classes, dataset_name, imagefolder_dataset, resolve_demo
-from .evaluate import build_eval_loader, evaluate
+from .evaluate import evaluate
 from .model import ARCH_FIELDS, build_classifier, describe, load_encoder, resolve_arch
 
 logger = logging.getLogger("crossmae")

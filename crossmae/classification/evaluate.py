@@ -1,8 +1,6 @@
-"""Top-1/top-5 evaluation where every validation image is counted exactly once, however many processes.
-
-torch's DistributedSampler pads the index list so all ranks get equal shares, which counts a few
-images twice; here rank r takes indices r, r + world, r + 2*world, ... (no padding), and the counts
-are summed over ranks."""
+"""Top-1/top-5 evaluation where every validation image is counted exactly once, however many processes:
+each rank reads its unpadded shard (:func:`crossmae.data.shards.build_eval_loader`) and the counts are
+summed over ranks."""
 from __future__ import annotations
 
 import math
@@ -11,31 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.shards import ShardSampler, build_eval_loader  # noqa: F401 (re-exported)
 from ..engine.distributed import all_reduce_sum
 from ..engine.logging import progress_bar
 from ..engine.loop import autocast, resolve_precision
-
-
-class ShardSampler(torch.utils.data.Sampler):
-    """Indices rank, rank + world_size, ... of a dataset: disjoint shards covering it once, unpadded."""
-
-    def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world_size {world_size}")
-        self.indices = list(range(rank, num_samples, world_size))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def build_eval_loader(dataset, batch_size: int, num_workers: int, rank: int, world_size: int,
-                      pin_memory: bool = False):
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size,
-                                       sampler=ShardSampler(len(dataset), rank, world_size), num_workers=num_workers,
-                                       pin_memory=pin_memory, drop_last=False)
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from .fast_rrc import RATIO, sample_box, torchvision_decoders
 from .folder import SafeImageFolder
-from .image import first_readable, open_image
+from .image import open_image
+from .skipping import first_readable
 
 logger = logging.getLogger("crossmae")
 

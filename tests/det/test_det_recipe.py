@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-import det.data
+import det.transforms
 from crossmae.config import load_config
-from det.data import LargeScaleJitter
 from det.modeling import ExactAnchorGenerator
 from det.train import DetConfig, build_detector
+from det.transforms import LargeScaleJitter
 
 TINY = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.patch_size=8", "model.pretrain_img_size=64",
         "model.window_size=4", "model.global_attn_indexes=[1]", "model.fpn_channels=16", "model.box_head_fc=256",
@@ -51,11 +51,11 @@ def test_lsj_crop_uses_one_fraction_for_both_offsets(monkeypatch, frac):
     target = {"boxes": torch.tensor([[0.0, 0.0, 200.0, 100.0]]), "labels": torch.tensor([1]),
               "masks": torch.ones(1, 100, 200, dtype=torch.uint8)}
     draws = iter([0.9, frac])  # no flip, then the crop fraction
-    monkeypatch.setattr(det.data.random, "random", lambda: next(draws))
-    monkeypatch.setattr(det.data.random, "uniform", lambda a, b: 2.0)
+    monkeypatch.setattr(det.transforms.random, "random", lambda: next(draws))
+    monkeypatch.setattr(det.transforms.random, "uniform", lambda a, b: 2.0)
     out, _ = LargeScaleJitter(image_size=64, min_scale=2.0, max_scale=2.0, flip=0.5)(img, target)
     # fits 2 x 64 = 128 px: scale min(128 / 100, 128 / 200) -> 64 x 128, then a 64 x 64 crop
-    resized, _ = det.data.resize(img, None, 0.64)
+    resized, _ = det.transforms.resize(img, None, 0.64)
     assert resized.shape[-2:] == (64, 128) and out.shape[-2:] == (64, 64)
     left = round(64 * frac)  # top has no slack; independent draws would not tie left to this fraction
     assert torch.equal(out, resized[:, :, left:left + 64])
@@ -66,10 +66,10 @@ def test_lsj_crop_offsets_share_the_fraction(monkeypatch):
     target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
               "masks": torch.zeros(0, 300, 300, dtype=torch.uint8)}
     draws = iter([0.9, 1.0, 0.25])
-    monkeypatch.setattr(det.data.random, "random", lambda: next(draws))
-    monkeypatch.setattr(det.data.random, "uniform", lambda a, b: a + (b - a) * next(draws))
+    monkeypatch.setattr(det.transforms.random, "random", lambda: next(draws))
+    monkeypatch.setattr(det.transforms.random, "uniform", lambda a, b: a + (b - a) * next(draws))
     out, _ = LargeScaleJitter(image_size=100, min_scale=1.0, max_scale=3.0, flip=0.5)(img, target)
-    resized, _ = det.data.resize(img, None, 1.0)  # 3 x 100 = 300 px: the image as it is
+    resized, _ = det.transforms.resize(img, None, 1.0)  # 3 x 100 = 300 px: the image as it is
     assert torch.equal(out, resized[:, 50:150, 50:150])  # both offsets round(200 * 0.25)
 
 
