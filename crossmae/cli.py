@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv)  # --help, or the error naming the valid commands
     task = tasks.get(argv[0])
     if task is not None and task.cli:
-        return getattr(importlib.import_module(task.module), task.cli)(argv[1:])
+        return getattr(importlib.import_module(task.module), task.cli)(argv[1:], prog=f"crossmae {argv[0]}")
     # argparse's intermixed parsing (options after key=value overrides) does not support subparsers:
     # the command's own parser does it
     args = commands[argv[0]].parse_intermixed_args(argv[1:])

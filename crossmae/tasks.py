@@ -13,8 +13,8 @@ from dataclasses import dataclass
 class Task:
     module: str  # its ``main(config, overrides)`` runs the task
     help: str
-    # the module's own command-line entry, for tasks with options besides --config (det and seg: --eval-only,
-    # --resume); None: crossmae.cli parses ``--config FILE [key=value ...]`` and calls ``main``
+    # the module's own command-line entry ``cli(argv, prog)``, for tasks with options besides --config (det and
+    # seg: --eval-only, --resume); None: crossmae.cli parses ``--config FILE [key=value ...]`` and calls ``main``
     cli: str | None = None
     aliases: tuple[str, ...] = ()  # earlier names, still accepted
 

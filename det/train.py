@@ -158,8 +158,8 @@ def main(config: str | None, overrides: list[str], eval_only: bool = False) -> d
     return run(load_config(DetConfig, config, list(overrides) + (["eval_only=true"] if eval_only else [])))
 
 
-def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="train_vitdet", description=__doc__,
+def cli(argv: list[str] | None = None, prog: str = "train_vitdet") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML recipe under configs/det/")
     p.add_argument("--eval-only", action="store_true", help="evaluate `weights` (default <output_dir>/checkpoint.pth)")
@@ -168,7 +168,7 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/data/coco batch_size=4")
     a = p.parse_intermixed_args(argv)  # options may follow key=value overrides
     overrides = list(a.overrides) + ([f"resume={a.resume}"] if a.resume else [])
-    return report_errors("train_vitdet", main, a.config, overrides, eval_only=a.eval_only)
+    return report_errors(prog, main, a.config, overrides, eval_only=a.eval_only)
 
 
 if __name__ == "__main__":

@@ -192,8 +192,8 @@ def main(config: str | None, overrides: list[str], eval_only: bool = False, resu
     return run(load_config(SegConfig, config, overrides))
 
 
-def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="seg.train", description=__doc__,
+def cli(argv: list[str] | None = None, prog: str = "seg.train") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML recipe under configs/seg/")
     parser.add_argument("--eval-only", action="store_true",
@@ -201,7 +201,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", help="training checkpoint to resume (default: <output_dir>/checkpoint.pth)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.path=/data/ADEChallengeData2016")
     args = parser.parse_intermixed_args(argv)  # options may follow key=value overrides
-    return report_errors("seg.train", main, args.config, args.overrides, args.eval_only, args.resume)
+    return report_errors(prog, main, args.config, args.overrides, args.eval_only, args.resume)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def test_module(module):
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_crossmae_command(command):
-    _help([sys.executable, "-m", "crossmae.cli", command, "--help"])
+    out = _help([sys.executable, "-m", "crossmae.cli", command, "--help"])
+    # the command (an alias under its table name), not a module's own name
+    assert out.startswith(f"usage: crossmae {command.replace('_', '-')} "), out[:200]
 
 
 @pytest.mark.parametrize("launcher,usage", [
@@ -79,12 +81,13 @@ def test_downstream_commands_reach_their_programs(monkeypatch):
 
     from crossmae.cli import main
     calls = []
-    monkeypatch.setattr(det.train, "cli", lambda argv: calls.append(("det", argv)) or 0)
-    monkeypatch.setattr(seg.train, "cli", lambda argv: calls.append(("seg", argv)) or 0)
+    monkeypatch.setattr(det.train, "cli", lambda argv, prog: calls.append(("det", argv, prog)) or 0)
+    monkeypatch.setattr(seg.train, "cli", lambda argv, prog: calls.append(("seg", argv, prog)) or 0)
     monkeypatch.setattr(cls_transfer, "main", lambda config, overrides: calls.append(("cls", config, overrides)))
     assert main(["det", "--config", "d.yaml", "--eval-only", "a=1"]) == 0
     assert main(["seg", "b=2", "--resume", "r.pth"]) == 0
     assert main(["cls-transfer", "c=3", "--config", "c.yaml"]) == 0
     assert main(["cls_transfer", "--config", "c.yaml"]) == 0  # the name before the table
-    assert calls == [("det", ["--config", "d.yaml", "--eval-only", "a=1"]), ("seg", ["b=2", "--resume", "r.pth"]),
+    assert calls == [("det", ["--config", "d.yaml", "--eval-only", "a=1"], "crossmae det"),
+                     ("seg", ["b=2", "--resume", "r.pth"], "crossmae seg"),
                      ("cls", "c.yaml", ["c=3"]), ("cls", "c.yaml", [])]
