@@ -6,12 +6,12 @@ satisfy crossmae.models.dense.DenseBackbone, which is all det.modeling reads.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch.nn as nn
 
-from crossmae.engine import CheckpointError, encoder_state, load_checkpoint, model_state
+from crossmae.engine import load_checkpoint
+from crossmae.engine.checkpoint import load_backbone_encoder
 from crossmae.models.dense import FAMILIES
 from crossmae.models.dense_vit import DenseViT
 from crossmae.models.hiera import DenseHiera
@@ -19,7 +19,6 @@ from crossmae.models.transfer import hiera_backbone_args
 
 from .config import resolve_vit
 
-logger = logging.getLogger("crossmae")
 
 # the config fields that decide the backbone's shapes, named when a checkpoint does not fit
 SHAPE_FIELDS = {"vit": "the ViT of model.* (embed_dim / depth / num_heads / patch_size)",
@@ -47,16 +46,7 @@ def build_net(m, image_size: int, pretrained: str = "") -> nn.Module:
 
 
 def load_encoder(net: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Load the encoder of a pretraining checkpoint (ours, the official CrossMAE/MAE release, or a
-    bare state dict) into the backbone: pos_embed resized, a patch projection of another size resampled
-    (ViT-H p14 -> p16). Returns (missing, unexpected) keys; anything else wrong raises."""
-    state = encoder_state(model_state(load_checkpoint(path), path))
-    try:
-        missing, unexpected = net.load_pretrained(state, resize_patch_embed=True)
-    except CheckpointError as e:  # name the file and the config fields that decide the backbone's shapes
-        family = "hiera" if isinstance(net, DenseHiera) else "vit"
-        raise CheckpointError(f"pretrained={path} does not fit {SHAPE_FIELDS[family]}: {e}") from e
-    logger.info("loaded the encoder of %s: %d tensors; new (randomly/zero initialised): %d %s; unused: %s",
-                path, len(state) - len(unexpected), len(missing),
-                sorted({k.split(".")[-1] for k in missing}), unexpected)
-    return missing, unexpected
+    """Load the encoder of a pretraining checkpoint into the backbone (crossmae.engine.checkpoint.
+    load_backbone_encoder), a patch projection of another size resampled (ViT-H p14 -> p16)."""
+    family = "hiera" if isinstance(net, DenseHiera) else "vit"
+    return load_backbone_encoder(net, path, SHAPE_FIELDS[family], resize_patch_embed=True)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from crossmae.engine.checkpoint import CheckpointError, encoder_state, load_checkpoint, model_state
+from crossmae.engine.checkpoint import load_backbone_encoder, load_checkpoint
 from crossmae.models.dense import FAMILIES, DenseBackbone, is_multiscale
 from crossmae.models.dense_vit import seg_backbone
 from crossmae.models.hiera import DenseHiera
@@ -142,24 +142,11 @@ def build_upernet(backbone: dict[str, Any], num_classes: int = 150, channels: in
 
 
 def load_pretrained_encoder(model: UperNet, path: str) -> tuple[list[str], list[str]]:
-    """Pretraining checkpoint (ours, the official CrossMAE/MAE release, or a bare state dict) ->
-    the backbone. Returns (missing, unexpected) as :meth:`DenseViT.load_pretrained` does: only the
-    new parts (relative position tables, layer scales) may be missing."""
-    state = encoder_state(model_state(load_checkpoint(path), path))
-    try:
-        missing, unexpected = model.backbone.load_pretrained(state)
-    except CheckpointError as e:  # name the file and the config fields that decide the backbone's shapes
-        fields = "stages" if isinstance(model.backbone, DenseHiera) else "depth"
-        raise CheckpointError(f"pretrained={path} does not fit the backbone of model.backbone (size, embed_dim, "
-                              f"{fields}, ...): {e}") from e
-    logger.info("loaded the encoder of %s: %d tensors; new (initialised here): %d %s; unused: %s", path,
-                len(state) - len(unexpected), len(missing), _summarize_keys(missing), unexpected)
-    return missing, unexpected
-
-
-def _summarize_keys(keys: list[str]) -> str:
-    kinds = sorted({k.split(".")[-1] if "blocks." in k else k for k in keys})
-    return f"({', '.join(kinds)})" if keys else ""
+    """Pretraining checkpoint -> the backbone (crossmae.engine.checkpoint.load_backbone_encoder): only the new
+    parts (relative position tables, layer scales) may be missing."""
+    fields = "stages" if isinstance(model.backbone, DenseHiera) else "depth"
+    return load_backbone_encoder(model.backbone, path,
+                                 f"the backbone of model.backbone (size, embed_dim, {fields}, ...)")
 
 
 def convert_sync_bn(model: nn.Module, device: torch.device, world_size: int) -> nn.Module:

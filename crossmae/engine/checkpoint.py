@@ -8,6 +8,7 @@ Files in the official CrossMAE/MAE release format (``{"model", "optimizer", "epo
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -16,6 +17,8 @@ import torch
 
 from ..errors import CheckpointError
 from ..files import atomic_write
+
+logger = logging.getLogger("crossmae")
 
 FORMAT = "crossmae-toolkit/1"
 
@@ -225,3 +228,20 @@ def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if "patch_embed.proj.weight" not in out or not any(k.startswith("blocks.") for k in out):
         raise CheckpointError("state dict has no ViT encoder (patch_embed.proj.weight, blocks.*)")
     return out
+
+
+def load_backbone_encoder(backbone: torch.nn.Module, path: str | os.PathLike, fits: str,
+                          resize_patch_embed: bool = False) -> tuple[list[str], list[str]]:
+    """The encoder of a pretraining checkpoint (ours, the official CrossMAE / MAE release, or a bare state dict)
+    -> a dense backbone's ``load_pretrained`` (DenseViT, DenseHiera: crossmae.models.transfer does the mapping and
+    resizing). ``fits`` names the config fields that decide the backbone's shapes, for the one-line error when the
+    checkpoint does not fit them. Returns (missing, unexpected): only the backbone's new parts may be missing."""
+    state = encoder_state(model_state(load_checkpoint(path), path))
+    try:
+        missing, unexpected = backbone.load_pretrained(state, resize_patch_embed=resize_patch_embed)
+    except CheckpointError as e:
+        raise CheckpointError(f"pretrained={path} does not fit {fits}: {e}") from e
+    new = sorted({k.split(".")[-1] if "blocks." in k else k for k in missing})
+    logger.info("loaded the encoder of %s: %d tensors; new (initialised here): %d %s; unused: %s",
+                path, len(state) - len(unexpected), len(missing), new, unexpected)
+    return missing, unexpected
