@@ -95,7 +95,7 @@ def load_evaluated(model, ctx: RunContext) -> tuple[Path, dict]:
 def build_task(ctx: RunContext) -> Task:
     cfg, dist, out_dir = ctx.cfg, ctx.dist, ctx.out_dir
     set_backend(cfg.attention)
-    if cfg.data.pipeline == "nvimgcodec":  # an optional package and a GPU: stop before any model or data work
+    if cfg.data.pipeline == "nvimgcodec":  # needs an optional package and a GPU: stop before any work
         hw_decode.require(dist.device)
     model_kwargs = dict(cfg.model)
     torch.manual_seed(cfg.seed)  # the same weights at initialisation on every rank and every run
@@ -127,7 +127,7 @@ def build_task(ctx: RunContext) -> Task:
     description = describe_model(model)  # what ran, whatever the factory name says
     logger.info("model %s (factory %s): %d patches", description, cfg.model["name"], model.num_patches)
     loss_fn, collate_fn = pretrain_loss, None
-    if isinstance(dataset, EncodedCropFolder):  # workers ship encoded bytes and boxes; decoded in the loss, on the GPU
+    if isinstance(dataset, EncodedCropFolder):  # workers ship bytes and boxes; the loss decodes them on the GPU
         decode, collate_fn = hw_decode.HardwareCropDecoder(img_size, dist.device), hw_decode.collate_bytes
         loss_fn = lambda m, batch: pretrain_loss(m, (decode(batch),))  # noqa: E731
     if not ctx.eval_only:
