@@ -250,11 +250,12 @@ class PretrainData:
     pin_memory: bool = True
     min_scale: float = 0.2  # RandomResizedCrop scale range (min_scale, 1)
     # fast: reduced-scale JPEG decode, uint8 batches normalised on the device (crossmae/data/fast_rrc.py);
-    # classic: torchvision transforms, float32 batches (MAE's pipeline). Same crop distribution.
+    # classic: torchvision transforms, float32 batches (MAE's pipeline); nvimgcodec: the GPU's hardware JPEG
+    # decoder decodes each crop's region (crossmae/data/hw_decode.py; optional package, CUDA). Same crop distribution.
     pipeline: str = "fast"
     synthetic_images: int = 51200  # data.path=synthetic: random images per epoch (speed without data loading)
 
-    checks: ClassVar[dict] = {"min_scale": FRACTION, "pipeline": Check(choices=("fast", "classic")),
+    checks: ClassVar[dict] = {"min_scale": FRACTION, "pipeline": Check(choices=("fast", "classic", "nvimgcodec")),
                               "synthetic_images": POS_INT}
 
 

@@ -16,6 +16,8 @@ from .analysis.reconstruction import reconstruct
 from .config import PretrainConfig, load_config
 from .data import (IMAGENET_MEAN, IMAGENET_STD, FastPretrainFolder, SafeImageFolder, build_loader,
                    make_demo_imagefolder, normalize_uint8, pretrain_transform, split_dir)
+from .data import hw_decode
+from .data.fast_device import EncodedCropFolder
 from .data.synthetic import SyntheticImages
 from .engine import build_adamw, load_checkpoint, steps_per_epoch, warmup_cosine
 from .engine.checkpoint import load_model_state
@@ -93,6 +95,8 @@ def load_evaluated(model, ctx: RunContext) -> tuple[Path, dict]:
 def build_task(ctx: RunContext) -> Task:
     cfg, dist, out_dir = ctx.cfg, ctx.dist, ctx.out_dir
     set_backend(cfg.attention)
+    if cfg.data.pipeline == "nvimgcodec":  # needs an optional package and a GPU: stop before any work
+        hw_decode.require(dist.device)
     model_kwargs = dict(cfg.model)
     torch.manual_seed(cfg.seed)  # the same weights at initialisation on every rank and every run
     model = build_model(model_kwargs.pop("name"), **model_kwargs)  # raises on bad names/ratios/sizes
@@ -116,12 +120,18 @@ def build_task(ctx: RunContext) -> Task:
         dataset = SyntheticImages(cfg.data.synthetic_images, img_size, cfg.seed)
     elif cfg.data.pipeline == "fast":
         dataset = FastPretrainFolder(split_dir(data_root, "train"), img_size, cfg.data.min_scale)
+    elif cfg.data.pipeline == "nvimgcodec":
+        dataset = EncodedCropFolder(split_dir(data_root, "train"), img_size, cfg.data.min_scale)
     else:
         dataset = SafeImageFolder(split_dir(data_root, "train"), transform=pretrain_transform(img_size, cfg.data.min_scale))
     description = describe_model(model)  # what ran, whatever the factory name says
     logger.info("model %s (factory %s): %d patches", description, cfg.model["name"], model.num_patches)
+    loss_fn, collate_fn = pretrain_loss, None
+    if isinstance(dataset, EncodedCropFolder):  # workers ship bytes and boxes; the loss decodes them on the GPU
+        decode, collate_fn = hw_decode.HardwareCropDecoder(img_size, dist.device), hw_decode.collate_bytes
+        loss_fn = lambda m, batch: pretrain_loss(m, (decode(batch),))  # noqa: E731
     if not ctx.eval_only:
-        loader, optimizer, schedule = training_parts(cfg, dist, model, dataset, accum_iter)
+        loader, optimizer, schedule = training_parts(cfg, dist, model, dataset, accum_iter, collate_fn)
 
     vis = fixed_batch(dataset, cfg.num_vis, img_size).to(dist.device) if cfg.num_vis else None
     if vis is None:
@@ -161,14 +171,14 @@ def build_task(ctx: RunContext) -> Task:
     if ctx.eval_only:
         return Task("pretrain", model, results, evaluate, eval_epoch=epochs)
     return Task("pretrain", model, results, evaluate, train_loader=loader, optimizer=optimizer, lr_schedule=schedule,
-                loss_fn=pretrain_loss, epochs=cfg.epochs, accum_iter=accum_iter, clip_grad=cfg.optim.clip_grad,
+                loss_fn=loss_fn, epochs=cfg.epochs, accum_iter=accum_iter, clip_grad=cfg.optim.clip_grad,
                 before_fit=measure_before)
 
 
-def training_parts(cfg, dist, model, dataset, accum_iter: int) -> tuple:
+def training_parts(cfg, dist, model, dataset, accum_iter: int, collate_fn=None) -> tuple:
     """The loader, the optimizer and the lr schedule of a training run."""
     loader = build_loader(dataset, cfg.batch_size, cfg.data.num_workers, dist.rank, dist.world_size, cfg.seed,
-                          pin_memory=cfg.data.pin_memory and dist.device.type == "cuda")
+                          pin_memory=cfg.data.pin_memory and dist.device.type == "cuda", collate_fn=collate_fn)
     effective_batch = cfg.batch_size * accum_iter * dist.world_size
     lr = pretrain_lr(cfg.optim.blr, cfg.optim.lr, effective_batch, model.mask_ratio, model.pred_ratio,
                      cfg.optim.pred_ratio_lr_scale)

@@ -15,8 +15,9 @@ Sections (each reports ok / failed / skipped with its reason; a failure does not
   sdpa         which scaled_dot_product_attention kernels actually ran in a training step (fails on the
                math fallback)
   flash_attn   attention=flash (the flash-attn package) vs SDPA on the same weights and masks, if installed
-  loader       images/s of the fast CPU pipeline with --workers DataLoader workers, and of device decode
-               (batched decode_jpeg on the GPU), against the model's images/s: is the GPU starved?
+  loader       images/s of the fast CPU pipeline with --workers DataLoader workers, of device decode
+               (batched decode_jpeg on the GPU), and of data.pipeline=nvimgcodec (the hardware JPEG decoder, if
+               nvImageCodec is installed) at 8 and 16 workers, against the model's images/s: is the GPU starved?
   loop         `crossmae pretrain` itself (torchrun, one process: the DDP wrapper and no_sync over NCCL; compile;
                accumulation 2) on synthetic uint8 images for --loop-steps steps: steady-state images/s against the
                step section's ViT-B g0.25 figure (the loop's overhead: logging, schedule, accumulation, DDP)
@@ -273,11 +274,11 @@ def loader(args) -> dict:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []
 
-    def measure(name, ds, collate=None, on_device=None):
+    def measure(name, ds, collate=None, on_device=None, workers=None):
         """Steady-state images/s: one epoch of --loader-batches-per-worker batches per worker, drawn with
         replacement from the JPEG set (files in the page cache), timed from the batch after the first
         round of workers has delivered (worker start and pipeline fill excluded) to the last."""
-        workers = args.workers
+        workers = args.workers if workers is None else workers
         n_batches = max(workers, 1) * args.loader_batches_per_worker + max(workers, 1)
         sampler = RandomSampler(ds, replacement=True, num_samples=n_batches * args.loader_batch)
         dl = DataLoader(ds, batch_size=args.loader_batch, sampler=sampler, num_workers=workers,
@@ -305,28 +306,52 @@ def loader(args) -> dict:
         rows[-1]["PSNR vs CPU decode, same boxes (dB)"] = round(decode_psnr(encoded, "cuda"), 1)
     else:
         reason = "device decode skipped: no CUDA device"
+    hardware_decode_rows(root, measure, rows)
     model_ips = _model_ips()
     for r in rows:
-        if model_ips:
+        if model_ips and isinstance(r["img/s"], float):
             r["model img/s (ViT-B g0.25 bf16)"] = round(model_ips, 1)
             r["keeps up"] = r["img/s"] >= model_ips
     out = {"data": {"rows": rows, "model_images_per_s": model_ips, "images": args.loader_images}, "table": rows}
     if reason:
         out["note"] = reason
-    psnr = rows[-1].get("PSNR vs CPU decode, same boxes (dB)")
-    if psnr is not None and psnr < 30:  # measured 54-60 dB for libjpeg vs PIL's pipeline; a wrong crop is < 20
-        out["error"] = f"device decode differs from the CPU decode of the same boxes: PSNR {psnr} dB"
+    for r in rows:
+        psnr = r.get("PSNR vs CPU decode, same boxes (dB)")
+        if psnr is not None and psnr < 30:  # measured 54-60 dB for libjpeg vs PIL's pipeline; a wrong crop is < 20
+            what = r["pipeline"].split(" (")[0]
+            out["error"] = f"{what} differs from the CPU decode of the same boxes: PSNR {psnr} dB"
     return out
 
 
-def decode_psnr(encoded, device: str, n: int = 16) -> float:
-    """PSNR (dB) between ``decode_crops`` on ``device`` and on the CPU (libjpeg) for the same ``n`` samples
-    (bytes, boxes, flips) of an EncodedCropFolder: nvJPEG must give the crops the CPU path gives."""
+def hardware_decode_rows(root: Path, measure, rows: list) -> None:
+    """data.pipeline=nvimgcodec (the GPU's hardware JPEG decoder, region of interest = the crop box) at 8 and 16
+    workers, appended to ``rows`` by ``measure``; without nvImageCodec or CUDA, one row saying why it was skipped."""
+    from crossmae.data import hw_decode
+    from crossmae.data.fast_device import EncodedCropFolder
+    name = "nvImageCodec (hardware decoder, ROI)"
+    reason = hw_decode.unavailable_reason("cuda")
+    if reason:
+        rows.append({"pipeline": name, "workers": "-", "img/s": f"skipped: {reason}"})
+        return
+    encoded, decode = EncodedCropFolder(root, 224, 0.2), hw_decode.HardwareCropDecoder(224, "cuda")
+    psnr = round(decode_psnr(encoded, "cuda", decode=decode), 1)
+    for workers in (8, 16):
+        measure(name, encoded, hw_decode.collate_bytes, decode, workers)
+        rows[-1]["PSNR vs CPU decode, same boxes (dB)"] = psnr
+
+
+def decode_psnr(encoded, device: str, n: int = 16, decode=None) -> float:
+    """PSNR (dB) between ``decode_crops`` on ``device`` (or ``decode(batch)``: another decoder) and on the CPU
+    (libjpeg) for the same ``n`` samples (bytes, boxes, flips) of an EncodedCropFolder: nvJPEG must give the
+    crops the CPU path gives."""
     import math
 
     from crossmae.data.fast_device import collate_encoded, decode_crops
     data, boxes, flips, jpeg, _ = collate_encoded([encoded[i] for i in range(min(n, len(encoded)))])
-    a = decode_crops(data, boxes, flips, jpeg, 224, device)[0].cpu().float()
+    if decode is not None:
+        a = decode((data, boxes, flips, jpeg)).cpu().float()
+    else:
+        a = decode_crops(data, boxes, flips, jpeg, 224, device)[0].cpu().float()
     b = decode_crops(data, boxes, flips, jpeg, 224, "cpu")[0].float()
     mse = float((a - b).pow(2).mean())
     return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)

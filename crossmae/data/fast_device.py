@@ -88,9 +88,14 @@ def decode_crops(data: list[torch.Tensor], boxes: torch.Tensor, flips: torch.Ten
     Returns (uint8 [N, 3, size, size], number of undecodable images); an undecodable image is replaced by
     another image of the batch so the batch keeps its size (all undecodable: ValueError)."""
     device = torch.device(device)
-    images = _decode(data, is_jpeg.tolist(), device)
+    return crops_from_images(_decode(data, is_jpeg.tolist(), device), boxes.tolist(), flips.tolist(), size)
+
+
+def crops_from_images(images: list[torch.Tensor | None], boxes: list, flips: list, size: int) -> tuple[torch.Tensor, int]:
+    """:func:`decode_crops` after the decode: each image's box cropped, resized and flipped; None (undecodable)
+    replaced by another crop of the batch."""
     crops = []
-    for img, (top, left, h, w), flip in zip(images, boxes.tolist(), flips.tolist()):
+    for img, (top, left, h, w), flip in zip(images, boxes, flips):
         if img is None:
             crops.append(None)
             continue

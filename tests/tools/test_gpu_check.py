@@ -139,3 +139,21 @@ def test_step_rows_include_hiera_on_cpu():
     assert set(table[0]) == {"size", "config", "compile", "fused AdamW", "img/s", "MFU", "TFLOP/s", "peak mem GB", "OOM"}
     assert B.parse_configs(["mae-d8"])[0].model_name("base") == "mae_vit_base_patch16"
     assert [c.model_name("base") for c in B.HIERA_CONFIGS.values()] == ["mae_hiera_base_224", "crossmae_hiera_base_224"]
+
+
+@pytest.mark.parametrize("package,reason", [(False, "pip install nvidia-nvimgcodec-cu"), (True, "no CUDA device")])
+def test_hardware_decoder_rows_say_why_they_were_skipped(tmp_path, monkeypatch, package, reason):
+    import sys
+    import types
+    if package:
+        monkeypatch.setitem(sys.modules, "nvidia", sys.modules.get("nvidia") or types.ModuleType("nvidia"))
+    monkeypatch.setitem(sys.modules, "nvidia.nvimgcodec", types.ModuleType("nvidia.nvimgcodec") if package else None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc = gpu_check.main(["--output-dir", str(tmp_path), "--sections", "loader", "--workers", "0",
+                         "--loader-images", "4", "--loader-batch", "2", "--loader-batches-per-worker", "1"])
+    assert rc == 0
+    loader = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]["loader"]
+    fast, hw = loader["data"]["rows"]
+    assert fast["img/s"] > 0 and "error" not in loader
+    assert hw["pipeline"].startswith("nvImageCodec") and hw["img/s"].startswith("skipped: ") and reason in hw["img/s"]
+    assert hw["img/s"] in (tmp_path / "gpu_check.md").read_text()
