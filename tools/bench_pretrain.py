@@ -57,6 +57,8 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="time torch.compile(model)")
     p.add_argument("--compare-compile", action="store_true",
                    help="time eager and torch.compile(model) side by side in the same interleaved rounds")
+    p.add_argument("--master-weights", action="store_true",
+                   help="time autocast vs bf16 weights with fp32 master copies in the optimizer, interleaved")
     p.add_argument("--output", default=None, help="write everything as JSON here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     args = p.parse_args(argv)
@@ -129,6 +131,8 @@ def run(args, configs, sizes, overrides) -> None:
             model, optimizer = B.default_builder(name, kwargs)
             return torch.compile(model), optimizer
         builders, tags = {"eager": B.default_builder, "compiled": compiled}, ("eager", "compiled")
+    elif args.master_weights:
+        builders, tags = {"autocast": B.default_builder, "master": B.master_weights_builder}, ("autocast", "master")
     elif args.before:
         old = package_at(args.before)
         import importlib
@@ -153,10 +157,12 @@ def run(args, configs, sizes, overrides) -> None:
     pairs, losses = [], []
     if builders:
         pairs = B.paired_ratios(timed, *tags)
-        if args.before and not args.compare_compile:
+        if args.before and not (args.compare_compile or args.master_weights):
             for size in sizes:
                 losses += B.compare_steps(size, configs, builders, img_size=args.img_size, overrides=overrides)
-        what = "eager vs torch.compile" if args.compare_compile else f"before ({args.before}) vs after (working tree)"
+        what = ("eager vs torch.compile" if args.compare_compile else
+                "autocast vs bf16 weights + fp32 masters" if args.master_weights else
+                f"before ({args.before}) vs after (working tree)")
         print(f"\n{what}, batch {args.batch_size}, {args.repeats} interleaved repeats"
               + ("; losses/gradients on the same weights, images and masks" if losses else "") + ":\n")
         print(B.format_before_after(pairs, losses, tags))

@@ -103,17 +103,24 @@ def step(args) -> dict:
 
 def step_rows(args, sizes: list[str], configs: list, peak: float | None, compile_sizes=None, device: str = "cuda",
               precision: str = "bf16", img_size: int = 224, overrides: dict | None = None) -> list[dict]:
-    """Timed training steps of ``configs`` at every size, with MFU from their meta-device FLOPs."""
+    """Timed training steps of ``configs`` at every size, with MFU from their meta-device FLOPs; with
+    ``args.master_weights`` each configuration twice in the same interleaved rounds: bf16 autocast ("autocast")
+    and bf16 weights with fp32 master copies ("master", issue 18's candidate)."""
     from crossmae.analysis import benchmark as B
     compile_sizes = args.compile_sizes if compile_sizes is None else compile_sizes
+    builders = ({"autocast": B.default_builder, "master": B.master_weights_builder}
+                if getattr(args, "master_weights", False) else None)
     counted = B.count_all(sizes, configs, img_size=img_size, overrides=overrides)
     rows = []
     for size in sizes:
         for compile in (False, *args.compile_modes) if size in compile_sizes else (False,):
             timed = B.time_configs(size, configs, args.batch_size, args.repeats, warmup=2, steps_per_repeat=5,
                                    img_size=img_size, device=device, precision=precision, compile=compile,
-                                   progress=False, overrides=overrides)
+                                   progress=False, overrides=overrides, builders=builders)
             B.add_mfu(timed, counted, peak)
+            for pair in B.paired_ratios(timed, "autocast", "master") if builders else ():  # same repeats
+                row = next(t for t in timed if t["impl"] == "master" and t["config"] == pair["config"])
+                row["speedup_vs_autocast"] = pair["speedup_median"]
             rows += timed
     for r in rows:  # the per-repeat lists are for paired ratios, not for the report
         r.pop("step_s_all", None)
@@ -122,7 +129,9 @@ def step_rows(args, sizes: list[str], configs: list, peak: float | None, compile
 
 
 def step_table(rows: list[dict]) -> list[dict]:
-    return [{"size": r["size"], "config": r["label"], "compile": r["compile"], "fused AdamW": r["fused_adamw"],
+    return [{"size": r["size"], "config": r["label"],
+             **({"weights": r["precision"], "vs autocast": _f(r.get("speedup_vs_autocast"), 2)} if r["impl"] else {}),
+             "compile": r["compile"], "fused AdamW": r["fused_adamw"],
              "img/s": _f(r.get("images_per_s"), 0), "MFU": _pct(r.get("mfu")),
              "TFLOP/s": _f(r.get("achieved_tflops"), 1), "peak mem GB": _f(_gb(r.get("peak_memory_mb")), 1),
              "OOM": r["oom"]} for r in rows]
@@ -543,6 +552,8 @@ def main(argv=None) -> int:
     p.add_argument("--configs", nargs="+", default=list(B.PAPER_CONFIGS))
     p.add_argument("--hiera-sizes", nargs="*", choices=["tiny", "small", "base", "base_plus", "large"],
                    default=["base"], help="step section: CrossMAE-Hiera g0.25 and MAE-Hiera rows (none: skip them)")
+    p.add_argument("--master-weights", action="store_true",
+                   help="step section: also time bf16 weights with fp32 master copies against autocast (paired rows)")
     p.add_argument("--batch-size", type=int, default=256, help="per-GPU batch of the ViT-B/L pretraining recipes")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak (default: by GPU name)")

@@ -157,3 +157,23 @@ def test_hardware_decoder_rows_say_why_they_were_skipped(tmp_path, monkeypatch, 
     assert fast["img/s"] > 0 and "error" not in loader
     assert hw["pipeline"].startswith("nvImageCodec") and hw["img/s"].startswith("skipped: ") and reason in hw["img/s"]
     assert hw["img/s"] in (tmp_path / "gpu_check.md").read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only report")
+def test_master_weights_rows_pair_autocast_with_bf16_weights_on_cpu():
+    """--master-weights: every configuration timed with autocast and with bf16 weights + fp32 masters in the same
+    rounds, the candidate's row carrying its paired speed-up (structure only: CPU numbers are not the GPU's)."""
+    import argparse
+
+    from crossmae.analysis import benchmark as B
+    tiny = dict(patch_size=4, embed_dim=64, depth=4, num_heads=4, decoder_embed_dim=32, decoder_num_heads=4)
+    args = argparse.Namespace(batch_size=2, repeats=2, compile_sizes=[], compile_modes=[], master_weights=True)
+    rows = gpu_check.step_rows(args, ["small"], B.parse_configs(["cross0.25-d8"]), peak=100.0, device="cpu",
+                               precision="bf16", img_size=32, overrides=tiny)
+    # on a CPU the autocast row's bf16 resolves to fp32 (resolve_precision); the candidate runs bf16 regardless
+    assert [(r["impl"], r["precision"]) for r in rows] == [("autocast", "fp32"),
+                                                          ("master", "bf16 weights + fp32 masters")]
+    assert all(not r["oom"] and r["images_per_s"] > 0 for r in rows)
+    assert rows[1]["speedup_vs_autocast"] > 0 and "speedup_vs_autocast" not in rows[0]
+    table = gpu_check.step_table(rows)
+    assert [t["weights"] for t in table] == ["fp32", "bf16 weights + fp32 masters"] and table[0]["vs autocast"] is None

@@ -13,10 +13,10 @@ from .compare import compare_steps, format_before_after, paired_ratios
 from .configs import (CONFIGS, HIERA_CONFIGS, PAPER_CONFIGS, SIZES, BenchConfig, config_dicts, count_all, decoder_ratios,
                       parse_configs)
 from .report import PAPER_DECODER_GFLOPS, PAPER_RATIO_RANGE, format_report
-from .timing import (PEAK_BF16_TFLOPS, Builder, add_mfu, default_builder, peak_tflops, saved_activation_bytes,
-                     time_configs)
+from .timing import (MASTER_WEIGHTS_PRECISION, PEAK_BF16_TFLOPS, Builder, add_mfu, default_builder,
+                     master_weights_builder, peak_tflops, saved_activation_bytes, time_configs)
 
-__all__ = ["CONFIGS", "HIERA_CONFIGS", "PAPER_CONFIGS", "PAPER_DECODER_GFLOPS", "PAPER_RATIO_RANGE", "PEAK_BF16_TFLOPS", "SIZES",
+__all__ = ["CONFIGS", "HIERA_CONFIGS", "MASTER_WEIGHTS_PRECISION", "PAPER_CONFIGS", "PAPER_DECODER_GFLOPS", "PAPER_RATIO_RANGE", "PEAK_BF16_TFLOPS", "SIZES",
            "BenchConfig", "Builder", "add_mfu", "compare_steps", "config_dicts", "count_all", "decoder_ratios",
-           "default_builder", "format_before_after", "format_report", "paired_ratios", "parse_configs",
+           "default_builder", "format_before_after", "format_report", "master_weights_builder", "paired_ratios", "parse_configs",
            "peak_tflops", "saved_activation_bytes", "time_configs"]

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from ...engine.loop import autocast, resolve_precision
+from ...engine.master_weights import MasterWeights
 from ..flops import build_on
 from .configs import BenchConfig
 
@@ -45,6 +46,18 @@ def default_builder(name: str, kwargs: dict) -> tuple[nn.Module, torch.optim.Opt
     return model, build_adamw(model, 1e-4, 0.05, betas=(0.9, 0.95))
 
 
+def master_weights_builder(name: str, kwargs: dict) -> tuple[nn.Module, MasterWeights]:
+    """The same model and AdamW, with bf16 weights and the optimizer on fp32 master copies (timed without
+    autocast, on bf16 images): the issue-18 candidate against autocast's per-step weight casts."""
+    from ...engine.optim import build_adamw
+    model = build_on("cpu", name, **kwargs)
+    return model, MasterWeights(model, lambda m: build_adamw(m, 1e-4, 0.05, betas=(0.9, 0.95)))
+
+
+# the precision a configuration timed with bf16 weights reports (it runs without autocast)
+MASTER_WEIGHTS_PRECISION = "bf16 weights + fp32 masters"
+
+
 @dataclass
 class _Runner:
     cfg: BenchConfig
@@ -52,12 +65,17 @@ class _Runner:
     optimizer: torch.optim.Optimizer
     imgs: torch.Tensor
     impl: str = ""
+    precision: str = "fp32"  # what the step's autocast runs in; MASTER_WEIGHTS_PRECISION: none, bf16 weights
     step_model: nn.Module | None = None  # the compiled wrapper when timing torch.compile
     times: list[float] = field(default_factory=list)
     cpu_times: list[float] = field(default_factory=list)
     peak_bytes: list[int] = field(default_factory=list)
     oom: bool = False
     oom_message: str = ""
+
+
+def _autocast_precision(r: _Runner) -> str:
+    return "fp32" if r.precision == MASTER_WEIGHTS_PRECISION else r.precision
 
 
 def _compiled(model: nn.Module, compile: bool | str) -> nn.Module:
@@ -73,6 +91,8 @@ def _state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     n = sum(p.numel() * p.element_size() for p in model.parameters())
     for st in optimizer.state.values():
         n += sum(v.numel() * v.element_size() for v in st.values() if isinstance(v, torch.Tensor))
+    if isinstance(optimizer, MasterWeights):
+        n += sum(p.numel() * p.element_size() for p in optimizer.master.parameters())
     return n
 
 
@@ -126,17 +146,21 @@ def time_configs(size: str, configs: list[BenchConfig], batch_size: int, repeats
             model = model.to(device).train()
             imgs = torch.randn(batch_size, 3, img_size, img_size, device=device,
                                generator=torch.Generator(device).manual_seed(seed))
-            runners.append(_Runner(cfg, model, optimizer, imgs, impl,
+            run_precision = precision
+            if isinstance(optimizer, MasterWeights):  # bf16 weights: bf16 images, no autocast
+                optimizer.to(device)
+                imgs, run_precision = imgs.bfloat16(), MASTER_WEIGHTS_PRECISION
+            runners.append(_Runner(cfg, model, optimizer, imgs, impl, run_precision,
                                    _compiled(model, compile) if compile else model))
     activations = {}
     for r in runners:
         try:
-            activations[(r.impl, r.cfg.key)] = saved_activation_bytes(r.model, r.imgs, precision)
+            activations[(r.impl, r.cfg.key)] = saved_activation_bytes(r.model, r.imgs, _autocast_precision(r))
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
 
     def step(r: _Runner) -> None:
-        with autocast(precision, device):
+        with autocast(_autocast_precision(r), device):
             loss = r.step_model(r.imgs).loss
         loss.backward()
         r.optimizer.step()
@@ -180,7 +204,7 @@ def time_configs(size: str, configs: list[BenchConfig], batch_size: int, repeats
     for r in runners:
         key = (r.impl, r.cfg.key)
         res = {"size": size, "config": r.cfg.key, "label": r.cfg.label, "batch_size": batch_size, "device": device.type,
-               "precision": precision, "oom": r.oom, "repeats": len(r.times), "impl": r.impl, "compile": compile,
+               "precision": r.precision, "oom": r.oom, "repeats": len(r.times), "impl": r.impl, "compile": compile,
                "fused_adamw": bool(r.optimizer.defaults.get("fused")),
                "activations_mb": activations[key] / 2 ** 20 if key in activations else None}
         if r.oom:
